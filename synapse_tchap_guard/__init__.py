@@ -1,0 +1,108 @@
+"""synapse-tchap-guard: stop one hijacked account from emptying a homeserver.
+
+`TchapGuard` is the module Synapse loads. It parses the config and wires Synapse's
+callbacks to the parts that do the work; it decides nothing itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import synapse
+from synapse.module_api import ModuleApi
+
+from synapse_tchap_guard import _synapse_internals as internals
+from synapse_tchap_guard.admin_api import PREFIX as ADMIN_PREFIX
+from synapse_tchap_guard.admin_api import AdminResource
+from synapse_tchap_guard.audit import AuditEvent, AuditLog
+from synapse_tchap_guard.blocks import Blocking, BlockRegistry
+from synapse_tchap_guard.config import GuardConfig, describe, parse_config
+from synapse_tchap_guard.context import GuardContext
+from synapse_tchap_guard.gates.joins import JoinGate
+from synapse_tchap_guard.gates.quota import Control, QuotaGate
+from synapse_tchap_guard.request_gate import RequestGate
+from synapse_tchap_guard.store import GuardStore
+
+__version__ = "0.1.0"
+__all__ = ["TchapGuard"]
+
+logger = logging.getLogger(__name__)
+
+RELOAD_BLOCKS_MS = 1000
+EXPIRE_BLOCKS_MS = 5000
+PRUNE_MS = 10 * 60 * 1000
+RETRY_START_MS = 5000
+
+
+class TchapGuard:
+    def __init__(self, config: GuardConfig, api: ModuleApi) -> None:
+        internals.check_internals(api)
+        self._api = api
+        self._config = config
+        node = api.worker_name or "main"
+        self._context = context = GuardContext(
+            api, config, GuardStore(api, node), AuditLog(node)
+        )
+        self._blocking = blocking = Blocking(context, BlockRegistry())
+        self._controls = [
+            Control("public_room_joins", "public room joins", config.public_room_joins)
+        ]
+        joins = JoinGate(context, QuotaGate(context, blocking, self._controls[0]))
+
+        api.register_spam_checker_callbacks(
+            user_may_join_room=joins.user_may_join_room,
+            check_login_for_spam=blocking.check_login_for_spam,
+        )
+        api.register_account_validity_callbacks(
+            is_user_expired=RequestGate(context, blocking.registry).is_user_expired
+        )
+        api.register_web_resource(
+            ADMIN_PREFIX, AdminResource(context, blocking, self._controls)
+        )
+        api.run_as_background_process("tchap_guard_start", self._start)
+
+    @staticmethod
+    def parse_config(config: dict[str, Any]) -> GuardConfig:
+        return parse_config(config)
+
+    async def _start(self) -> None:
+        """Prepare the tables and load the blocks, then start the background work."""
+        api = self._api
+        try:
+            await self._context.store.prepare()
+            await self._blocking.reload()
+        except Exception:
+            logger.exception("tchap_guard could not prepare its tables; retrying")
+            api.delayed_background_call(RETRY_START_MS, self._start)
+            return
+        self._context.readiness.set_ready()
+        api.looping_background_call(
+            self._blocking.reload, RELOAD_BLOCKS_MS, run_on_all_instances=True
+        )
+        if api.should_run_background_tasks():
+            api.looping_background_call(self._blocking.expire, EXPIRE_BLOCKS_MS)
+            api.looping_background_call(self._prune, PRUNE_MS)
+        self._context.audit.emit(
+            AuditEvent(
+                action="started",
+                ts=self._context.now(),
+                user_id=None,
+                message=f"tchap_guard {__version__} started in {self._config.mode.value} mode",
+                guard={
+                    "version": __version__,
+                    "synapse_version": synapse.__version__,
+                    "config": describe(self._config),
+                },
+            )
+        )
+
+    async def _prune(self) -> None:
+        now = self._context.now()
+        longest = max(control.quota.longest_window_ms for control in self._controls)
+        removed = await self._context.store.prune(
+            attempts_before=now - longest,
+            history_before=now - self._config.retention_ms,
+        )
+        if removed:
+            logger.info("tchap_guard pruned %d old rows", removed)

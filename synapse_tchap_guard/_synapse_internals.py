@@ -1,0 +1,126 @@
+"""Every private Synapse internal the guard uses, and the start-up check that they exist.
+
+The public module API has no way to end an account's sessions, to know which request
+is being authenticated, or to tell the database engines apart. Those few touches live
+here, and `check_internals` runs when the module loads so that a Synapse upgrade that
+moves them stops the homeserver at start-up with a clear message instead of failing on
+a user's request. The integration tests exercise each of them on the pinned Synapse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attr
+import synapse
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+from synapse.logging.context import ContextRequest, current_context
+from synapse.module_api import LoggingTransaction, ModuleApi
+from synapse.storage.engines import PostgresEngine
+
+from synapse_tchap_guard.audit import RequestInfo
+
+# The Synapse versions this module is tested against; setup.cfg pins the same range.
+SUPPORTED_SYNAPSE = SpecifierSet(">=1.163.0,<1.164")
+
+
+class UnsupportedSynapse(RuntimeError):
+    """Raised at start-up when this Synapse lacks something the guard relies on."""
+
+
+def check_internals(api: ModuleApi) -> None:
+    """Fail loudly, at start-up, if this Synapse is not one the guard can run on."""
+    version = Version(synapse.__version__)
+    if version not in SUPPORTED_SYNAPSE:
+        raise UnsupportedSynapse(
+            f"synapse_tchap_guard supports Synapse {SUPPORTED_SYNAPSE}, "
+            f"this is {version}: install a release of the module made for it"
+        )
+    lookups: dict[str, Callable[[], Any]] = {
+        "ModuleApi._device_handler.delete_all_devices_for_user": lambda: (
+            api._device_handler.delete_all_devices_for_user
+        ),
+        "ModuleApi._auth_handler.delete_access_tokens_for_user": lambda: (
+            api._auth_handler.delete_access_tokens_for_user
+        ),
+    }
+    missing = [name for name, lookup in lookups.items() if not _exists(lookup)]
+    fields = {field.name for field in attr.fields(ContextRequest)}
+    missing += [
+        f"ContextRequest.{name}"
+        for name in (
+            "requester",
+            "url",
+            "ip_address",
+            "user_agent",
+            "method",
+            "request_id",
+        )
+        if name not in fields
+    ]
+    if missing:
+        raise UnsupportedSynapse(
+            "synapse_tchap_guard cannot find these Synapse internals: "
+            + ", ".join(missing)
+        )
+
+
+def _exists(lookup: Callable[[], Any]) -> bool:
+    try:
+        return callable(lookup())
+    except AttributeError:
+        return False
+
+
+# --- the request being served ----------------------------------------------------
+
+
+def current_request() -> ContextRequest | None:
+    """The HTTP request this code runs for, if any (pushers and timers have none)."""
+    return current_context().request
+
+
+def authenticating(request: ContextRequest | None) -> bool:
+    """Whether Synapse is checking this request's own access token right now.
+
+    Synapse calls the account-validity hook while authenticating a request, before it
+    records who the requester is; it also calls it for other accounts (account status
+    lookups, pushers), where the requester is already known or there is no request.
+    """
+    return request is not None and request.requester is None
+
+
+def request_info(request: ContextRequest | None) -> RequestInfo | None:
+    if request is None:
+        return None
+    path = request.url.split("?", 1)[0] if request.url else None
+    return RequestInfo(
+        ip=request.ip_address or None,
+        user_agent=request.user_agent or None,
+        path=path,
+        method=request.method or None,
+        request_id=request.request_id or None,
+    )
+
+
+# --- sessions --------------------------------------------------------------------
+
+
+async def end_all_sessions(api: ModuleApi, user_id: str) -> None:
+    """Log the account out everywhere, exactly as `POST /logout/all` does.
+
+    `ModuleApi.invalidate_access_token` cannot serve: it needs every token, and it is
+    broken on Synapse 1.163 (it calls `.get` on a Requester).
+    """
+    await api._device_handler.delete_all_devices_for_user(user_id)
+    await api._auth_handler.delete_access_tokens_for_user(user_id)
+
+
+# --- database --------------------------------------------------------------------
+
+
+def is_postgres(txn: LoggingTransaction) -> bool:
+    engine: Any = txn.database_engine
+    return isinstance(engine, PostgresEngine)

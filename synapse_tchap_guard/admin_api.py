@@ -1,0 +1,272 @@
+"""The admin API: list and inspect blocked accounts, block, unblock, read counters.
+
+Served under `/_synapse/client/tchap_guard/admin/v1/` (module resources cannot live
+under `/_synapse/admin`), to server admins only. Every call is itself an audit event
+naming the admin, reads included: an account's recent actions are personal data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote
+
+from synapse.module_api import (
+    DirectServeJsonResource,
+    JsonDict,
+    ModuleApi,
+    SynapseRequest,
+    UserID,
+    parse_json_object_from_request,
+)
+from synapse.module_api.errors import Codes, ConfigError, SynapseError
+
+from synapse_tchap_guard import _synapse_internals as internals
+from synapse_tchap_guard import policy
+from synapse_tchap_guard.audit import AuditEvent, format_timestamp
+from synapse_tchap_guard.blocks import Blocking, describe_block
+from synapse_tchap_guard.config import format_duration, parse_duration
+from synapse_tchap_guard.context import GuardContext
+from synapse_tchap_guard.gates.quota import Control
+from synapse_tchap_guard.store import AlreadyBlocked
+
+PREFIX = "/_synapse/client/tchap_guard/admin/v1"
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+MAX_REASON = 1000
+RECENT = 50
+
+
+class AdminResource(DirectServeJsonResource):
+    isLeaf = True
+
+    def __init__(
+        self, context: GuardContext, blocking: Blocking, controls: list[Control]
+    ) -> None:
+        super().__init__()
+        self._context = context
+        self._api: ModuleApi = context.api
+        self._blocking = blocking
+        self._controls = controls
+
+    async def _async_render_GET(self, request: SynapseRequest) -> tuple[int, JsonDict]:
+        admin = await self._authenticate(request)
+        route = _route(request)
+        if route == ["blocks"]:
+            return 200, await self._list_blocks(request, admin)
+        if len(route) == 2 and route[0] == "accounts":
+            return 200, await self._show_account(await self._account(route[1]), admin)
+        raise _unknown_endpoint(request)
+
+    async def _async_render_POST(self, request: SynapseRequest) -> tuple[int, JsonDict]:
+        admin = await self._authenticate(request)
+        route = _route(request)
+        if len(route) == 3 and route[0] == "accounts" and route[2] == "block":
+            user_id = await self._account(route[1])
+            return 200, await self._block(request, user_id, admin)
+        if len(route) == 3 and route[0] == "accounts" and route[2] == "unblock":
+            user_id = await self._account(route[1])
+            return 200, await self._unblock(request, user_id, admin)
+        raise _unknown_endpoint(request)
+
+    # --- endpoints -------------------------------------------------------------
+
+    async def _list_blocks(self, request: SynapseRequest, admin: str) -> JsonDict:
+        limit = _int_arg(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+        before = _int_arg(request, "from", None, 1, 2**62)
+        blocks, total = await self._context.store.list_blocks(
+            self._context.now(), limit, before
+        )
+        await self._audit_view(admin, None, "blocks")
+        page: JsonDict = {"blocks": [describe_block(b) for b in blocks], "total": total}
+        if len(blocks) == limit:
+            page["next_token"] = str(blocks[-1].id)
+        return page
+
+    async def _show_account(self, user_id: str, admin: str) -> JsonDict:
+        context = self._context
+        store = context.store
+        now = context.now()
+        block = await store.block_in_force(user_id, now)
+        marks = await store.account_marks(user_id)
+        counters = {}
+        for control in self._controls:
+            quota = control.quota
+            since = max(now - quota.longest_window_ms, marks.counters_reset_ts)
+            history = await store.history(user_id, control.name, since)
+            usage = policy.usage(quota, history, now, marks.escalation_reset_ts)
+            counters[control.name] = _describe_usage(usage)
+        attempts = await store.recent_attempts(user_id, RECENT)
+        await self._audit_view(admin, user_id, "account")
+        return {
+            "user_id": user_id,
+            "exempt": await context.is_exempt(user_id),
+            "blocked": block is not None,
+            "block": describe_block(block) if block else None,
+            "counters_reset": _moment(marks.counters_reset_ts),
+            "counters": counters,
+            "recent_actions": [
+                {
+                    "time": format_timestamp(a.ts),
+                    "ts": a.ts,
+                    "control": a.control,
+                    "decision": a.decision,
+                    "target": a.target,
+                    "bytes": a.bytes,
+                }
+                for a in attempts
+            ],
+            "recent_events": await store.recent_events(user_id, RECENT),
+            "block_history": [
+                describe_block(b) for b in await store.block_history(user_id, RECENT)
+            ],
+        }
+
+    async def _block(
+        self, request: SynapseRequest, user_id: str, admin: str
+    ) -> JsonDict:
+        body = parse_json_object_from_request(request)
+        reason = _reason(body)
+        duration = self._context.config.blocking.duration_ms
+        if body.get("duration") is not None:
+            try:
+                duration = parse_duration(body["duration"], ("duration",))
+            except ConfigError as e:
+                raise SynapseError(400, e.msg, Codes.INVALID_PARAM) from None
+        info = internals.request_info(internals.current_request())
+        try:
+            block = await self._blocking.block_by_admin(
+                user_id, admin, reason, duration, info
+            )
+        except AlreadyBlocked as e:
+            raise SynapseError(
+                409,
+                f"{user_id} is already blocked (block {e.block.id});"
+                " unblock it first to change the block",
+                Codes.UNKNOWN,
+            ) from None
+        return {"user_id": user_id, "blocked": True, "block": describe_block(block)}
+
+    async def _unblock(
+        self, request: SynapseRequest, user_id: str, admin: str
+    ) -> JsonDict:
+        reason = _reason(parse_json_object_from_request(request))
+        info = internals.request_info(internals.current_request())
+        lifted = await self._blocking.unblock_by_admin(user_id, admin, reason, info)
+        if lifted is None:
+            raise SynapseError(409, f"{user_id} is not blocked", Codes.UNKNOWN)
+        return {
+            "user_id": user_id,
+            "blocked": False,
+            "block": describe_block(lifted),
+            "counters_reset": True,
+        }
+
+    # --- checks ----------------------------------------------------------------
+
+    async def _authenticate(self, request: SynapseRequest) -> str:
+        """401 without a valid token, 403 for anyone but a server admin."""
+        requester = await self._api.get_user_by_req(request)
+        user_id = requester.user.to_string()
+        if not await self._api.is_user_admin(user_id):
+            raise SynapseError(403, "You are not a server admin", Codes.FORBIDDEN)
+        return user_id
+
+    async def _account(self, raw: str) -> str:
+        """A local account that exists: 400 for a malformed or remote id, else 404."""
+        try:
+            user = UserID.from_string(raw)
+        except SynapseError:
+            raise SynapseError(
+                400,
+                f"{raw!r} is not a user id (use @alice:example.org)",
+                Codes.INVALID_PARAM,
+            ) from None
+        user_id = user.to_string()
+        if not self._api.is_mine(user):
+            raise SynapseError(
+                400, "Only local users can be managed", Codes.INVALID_PARAM
+            )
+        if await self._api.get_userinfo_by_id(user_id) is None:
+            raise SynapseError(404, f"Unknown user {user_id}", Codes.NOT_FOUND)
+        return user_id
+
+    async def _audit_view(self, admin: str, user_id: str | None, what: str) -> None:
+        target = user_id or "the blocks in force"
+        request = internals.request_info(internals.current_request())
+        await self._context.report(
+            [
+                AuditEvent(
+                    action="admin_view",
+                    ts=self._context.now(),
+                    user_id=user_id,
+                    actor=admin,
+                    message=f"{admin} viewed {target}",
+                    request=request,
+                    guard={"endpoint": what},
+                )
+            ]
+        )
+
+
+def _route(request: SynapseRequest) -> list[str]:
+    return [
+        unquote(segment.decode("utf-8"))
+        for segment in request.postpath or ()
+        if segment
+    ]
+
+
+def _unknown_endpoint(request: SynapseRequest) -> SynapseError:
+    return SynapseError(404, "Unrecognized request", Codes.UNRECOGNIZED)
+
+
+def _int_arg(
+    request: SynapseRequest, name: str, default: int | None, low: int, high: int
+) -> Any:
+    values = request.args.get(name.encode("ascii"))
+    if not values:
+        return default
+    raw = values[0].decode("utf-8", "replace")
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise SynapseError(
+            400,
+            f"{name}: {raw!r} is not a whole number from {low} to {high}",
+            Codes.INVALID_PARAM,
+        )
+    return int(raw)
+
+
+def _reason(body: JsonDict) -> str:
+    reason = body.get("reason")
+    if not isinstance(reason, str) or not reason.strip():
+        raise SynapseError(
+            400, "reason: say why, as a non-empty string", Codes.MISSING_PARAM
+        )
+    if len(reason) > MAX_REASON:
+        raise SynapseError(
+            400, f"reason: at most {MAX_REASON} characters", Codes.INVALID_PARAM
+        )
+    return reason.strip()
+
+
+def _describe_usage(usage: list[policy.WindowUsage]) -> JsonDict:
+    limits = []
+    block_at = None
+    for entry in usage:
+        rule = entry.rule
+        described: JsonDict = {
+            "window": format_duration(rule.window_ms),
+            "window_ms": rule.window_ms,
+        }
+        if isinstance(rule, policy.Threshold):
+            block_at = {**described, "attempts": entry.attempts, "max": rule.max}
+            continue
+        described.update(count=entry.attempts, max=rule.max)
+        if rule.max_bytes is not None:
+            described.update(bytes=entry.bytes, max_bytes=rule.max_bytes)
+        limits.append(described)
+    return {"limits": limits, "block_at": block_at}
+
+
+def _moment(ts: int) -> str | None:
+    return format_timestamp(ts) if ts else None

@@ -1,0 +1,179 @@
+"""Security events for a SIEM: one schema, one writer.
+
+Every decision an analyst cares about becomes one `AuditEvent`, written on the
+`synapse_tchap_guard.events` logger and, by `EcsJsonFormatter`, as one JSON object per
+line with Elastic Common Schema field names. Values are JSON-escaped and non-ASCII is
+written as \\u escapes, so no user-controlled string (room name, user agent...) can
+break a line or forge a field.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+import attr
+
+EVENTS_LOGGER = "synapse_tchap_guard.events"
+ECS_VERSION = "8.11.0"
+_RECORD_FIELD = "tchap_guard_ecs"
+
+logger = logging.getLogger(EVENTS_LOGGER)
+
+
+@attr.frozen
+class Kind:
+    """How one action maps onto ECS's event.outcome, event.category and event.type."""
+
+    outcome: str
+    category: tuple[str, ...]
+    type: tuple[str, ...]
+
+
+# The catalogue of actions (event.action), documented in the README.
+ACTIONS: Mapping[str, Kind] = {
+    "started": Kind("success", ("process",), ("start",)),
+    "deny": Kind("failure", ("web",), ("denied",)),
+    "would_deny": Kind("success", ("web",), ("allowed", "indicator")),
+    "block": Kind("failure", ("iam", "session"), ("user", "change", "denied")),
+    "would_block": Kind("success", ("iam",), ("user", "indicator")),
+    "block_expired": Kind("success", ("iam",), ("user", "change")),
+    "login_refused": Kind("failure", ("authentication",), ("denied",)),
+    "sessions_ended": Kind("success", ("session",), ("end",)),
+    "admin_block": Kind("success", ("iam",), ("user", "change", "admin")),
+    "admin_unblock": Kind("success", ("iam",), ("user", "change", "admin")),
+    "admin_view": Kind("success", ("iam",), ("access", "admin")),
+    "database_error": Kind("unknown", ("database",), ("error",)),
+}
+
+
+@attr.frozen
+class RequestInfo:
+    """Where a request came from, as Synapse saw it (all client-controlled but the IP)."""
+
+    ip: str | None = None
+    user_agent: str | None = None
+    path: str | None = None
+    method: str | None = None
+    request_id: str | None = None
+
+
+@attr.frozen
+class AuditEvent:
+    """One security-relevant fact. `user_id` is the account concerned; `actor` an admin."""
+
+    action: str
+    ts: int
+    user_id: str | None
+    message: str
+    reason: str | None = None
+    actor: str | None = None
+    request: RequestInfo | None = None
+    guard: Mapping[str, Any] = attr.Factory(dict)
+
+    def __attrs_post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise ValueError(f"unknown audit action {self.action!r}")
+
+    @property
+    def outcome(self) -> str:
+        return ACTIONS[self.action].outcome
+
+    def to_ecs(self, node: str) -> dict[str, Any]:
+        """The event as an ECS document; `node` names the Synapse process."""
+        kind = ACTIONS[self.action]
+        event: dict[str, Any] = {
+            "kind": "event",
+            "module": "tchap_guard",
+            "dataset": "tchap_guard.events",
+            "action": self.action,
+            "outcome": kind.outcome,
+            "category": list(kind.category),
+            "type": list(kind.type),
+        }
+        if self.reason:
+            event["reason"] = self.reason
+        doc: dict[str, Any] = {
+            "@timestamp": format_timestamp(self.ts),
+            "message": self.message,
+            "ecs": {"version": ECS_VERSION},
+            "event": event,
+            "service": {"type": "synapse", "node": {"name": node}},
+        }
+        if self.actor is not None:
+            doc["user"] = {"id": self.actor}
+            if self.user_id is not None:
+                doc["user"]["target"] = {"id": self.user_id}
+        elif self.user_id is not None:
+            doc["user"] = {"id": self.user_id}
+        request = self.request
+        if request is not None:
+            if request.ip:
+                doc["source"] = {"ip": request.ip}
+            if request.user_agent:
+                doc["user_agent"] = {"original": request.user_agent}
+            if request.path:
+                doc["url"] = {"path": request.path}
+            http_request = {
+                key: value
+                for key, value in (
+                    ("method", request.method),
+                    ("id", request.request_id),
+                )
+                if value
+            }
+            if http_request:
+                doc["http"] = {"request": http_request}
+        if self.guard:
+            doc["tchap_guard"] = dict(self.guard)
+        return doc
+
+
+class AuditLog:
+    """Writes events on the events logger; where they go is the log config's business."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+
+    def emit(self, event: AuditEvent) -> dict[str, Any]:
+        document = event.to_ecs(self.node)
+        level = logging.WARNING if event.outcome == "failure" else logging.INFO
+        if event.action == "database_error":
+            level = logging.ERROR
+        logger.log(level, "%s", event.message, extra={_RECORD_FIELD: document})
+        return document
+
+
+class EcsJsonFormatter(logging.Formatter):
+    """One ECS JSON object per line, for the events file a SIEM tails.
+
+    Records that are not guard events (should a log config route other loggers here)
+    still come out as valid ECS lines, with their level, logger and message.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        document = getattr(record, _RECORD_FIELD, None)
+        if not isinstance(document, dict):
+            document = {
+                "@timestamp": format_timestamp(int(record.created * 1000)),
+                "message": record.getMessage(),
+                "ecs": {"version": ECS_VERSION},
+            }
+        document = {
+            **document,
+            "log": {"level": record.levelname.lower(), "logger": record.name},
+        }
+        return encode_line(document)
+
+
+def encode_line(document: Mapping[str, Any]) -> str:
+    """JSON on one line, pure ASCII: newlines and U+2028 in values stay escaped."""
+    return json.dumps(document, ensure_ascii=True, separators=(",", ":"), default=str)
+
+
+def format_timestamp(ts_ms: int) -> str:
+    moment = datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"

@@ -1,0 +1,278 @@
+"""Blocked accounts: who is blocked, what a block does, how it ends.
+
+The per-request check must cost nothing, so every process keeps the blocks in force in
+memory (`BlockRegistry`) and reloads them every second; the process that blocks or
+unblocks an account updates its copy at once. Gated actions (joins, downloads...) read
+the block table in the same transaction that counts them, so a block set by another
+process stops them immediately, and everything else within a second. A database that
+cannot answer leaves the last known blocks in force.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from typing import Literal
+
+from synapse.module_api import NOT_SPAM
+
+from synapse_tchap_guard import _synapse_internals as internals
+from synapse_tchap_guard import responses
+from synapse_tchap_guard.audit import AuditEvent, RequestInfo, format_timestamp
+from synapse_tchap_guard.config import format_duration
+from synapse_tchap_guard.context import GuardContext
+from synapse_tchap_guard.store import Block, NewBlock
+
+logger = logging.getLogger(__name__)
+
+GUARD = "tchap_guard"  # `blocked_by` of the blocks the guard sets itself
+
+
+class BlockRegistry:
+    """The blocks in force, as this process knows them."""
+
+    def __init__(self) -> None:
+        self._blocks: dict[str, Block] = {}
+        # Changes made here since the last reload began, which that reload may miss.
+        self._recent: dict[str, tuple[int, Block | None]] = {}
+
+    def in_force(self, user_id: str, now: int) -> Block | None:
+        block = self._blocks.get(user_id)
+        return block if block is not None and block.in_force(now) else None
+
+    def remember(self, block: Block, now: int) -> None:
+        self._blocks[block.user_id] = block
+        self._recent[block.user_id] = (now, block)
+
+    def forget(self, user_id: str, now: int) -> None:
+        self._blocks.pop(user_id, None)
+        self._recent[user_id] = (now, None)
+
+    def replace_all(self, blocks: Collection[Block], read_started: int) -> None:
+        """Take a fresh copy from the database, keeping changes newer than the read."""
+        fresh = {block.user_id: block for block in blocks}
+        recent = {}
+        for user_id, (changed, block) in self._recent.items():
+            if changed < read_started:
+                continue
+            recent[user_id] = (changed, block)
+            if block is None:
+                fresh.pop(user_id, None)
+            else:
+                fresh[user_id] = block
+        self._blocks = fresh
+        self._recent = recent
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+
+class Blocking:
+    """Setting and lifting blocks, and what follows from them."""
+
+    def __init__(self, context: GuardContext, registry: BlockRegistry) -> None:
+        self._context = context
+        self.registry = registry
+        self._reload_failing = False
+
+    def new_block(self, control: str, reason: str, now: int) -> NewBlock:
+        duration = self._context.config.blocking.duration_ms
+        return NewBlock(
+            control=control,
+            reason=reason,
+            blocked_by=GUARD,
+            until_ts=now + duration if duration else None,
+        )
+
+    async def enforce(self, block: Block, request: RequestInfo | None) -> None:
+        """Make a block just stored take effect here, and end the account's sessions."""
+        self.registry.remember(block, self._context.now())
+        if not self._context.config.blocking.end_sessions:
+            return
+        try:
+            await internals.end_all_sessions(self._context.api, block.user_id)
+        except Exception:
+            logger.exception(
+                "tchap_guard could not end the sessions of %s", block.user_id
+            )
+            return
+        await self._context.report(
+            [
+                AuditEvent(
+                    action="sessions_ended",
+                    ts=self._context.now(),
+                    user_id=block.user_id,
+                    message=f"all sessions of {block.user_id} ended by block {block.id}",
+                    reason=block.reason,
+                    request=request,
+                    guard={"block": describe_block(block)},
+                )
+            ]
+        )
+
+    async def block_by_admin(
+        self,
+        user_id: str,
+        admin: str,
+        reason: str,
+        duration_ms: int,
+        request: RequestInfo | None,
+    ) -> Block:
+        """Raises `store.AlreadyBlocked` if the account is blocked already."""
+        context = self._context
+        now = context.now()
+        new = NewBlock(
+            control="admin",
+            reason=reason,
+            blocked_by=admin,
+            until_ts=now + duration_ms if duration_ms else None,
+        )
+
+        def events(block: Block) -> list[AuditEvent]:
+            return [
+                AuditEvent(
+                    action="admin_block",
+                    ts=now,
+                    user_id=user_id,
+                    actor=admin,
+                    message=f"{admin} blocked {user_id}: {reason}",
+                    reason=reason,
+                    request=request,
+                    guard={
+                        "mode": context.config.mode.value,
+                        "block": describe_block(block),
+                    },
+                )
+            ]
+
+        block = await context.store.open_block(user_id, new, now, events)
+        context.emit(events(block))
+        await self.enforce(block, request)
+        return block
+
+    async def unblock_by_admin(
+        self, user_id: str, admin: str, reason: str, request: RequestInfo | None
+    ) -> Block | None:
+        """Lift the block in force and reset the account's counters; None if not blocked."""
+        context = self._context
+        now = context.now()
+
+        def events(block: Block) -> list[AuditEvent]:
+            return [
+                AuditEvent(
+                    action="admin_unblock",
+                    ts=now,
+                    user_id=user_id,
+                    actor=admin,
+                    message=f"{admin} unblocked {user_id}: {reason}",
+                    reason=reason,
+                    request=request,
+                    guard={"block": describe_block(block), "counters_reset": True},
+                )
+            ]
+
+        lifted = await context.store.lift_block(user_id, admin, reason, now, events)
+        if lifted is not None:
+            self.registry.forget(user_id, now)
+            context.emit(events(lifted))
+        return lifted
+
+    async def reload(self) -> None:
+        """Refresh this process's copy of the blocks in force (every second)."""
+        started = self._context.now()
+        try:
+            blocks = await self._context.store.blocks_in_force(started)
+        except Exception:
+            if not self._reload_failing:
+                logger.exception(
+                    "tchap_guard cannot reload blocks; keeping the last known"
+                )
+            self._reload_failing = True
+            return
+        if self._reload_failing:
+            logger.info("tchap_guard reloads blocks again")
+        self._reload_failing = False
+        self.registry.replace_all(blocks, started)
+
+    async def expire(self) -> None:
+        """Close the blocks whose time is up, with one event each (background process)."""
+        context = self._context
+        now = context.now()
+
+        def events(block: Block) -> list[AuditEvent]:
+            return [
+                AuditEvent(
+                    action="block_expired",
+                    ts=now,
+                    user_id=block.user_id,
+                    message=f"block {block.id} of {block.user_id} expired",
+                    reason=block.reason,
+                    guard={"block": describe_block(block)},
+                )
+            ]
+
+        for block in await context.store.close_expired_blocks(now, events):
+            self.registry.forget(block.user_id, now)
+            context.emit(events(block))
+
+    async def check_login_for_spam(
+        self,
+        user_id: str,
+        device_id: str | None,
+        initial_display_name: str | None,
+        request_info: Collection[tuple[str | None, str]],
+        auth_provider_id: str | None = None,
+    ) -> Literal["NOT_SPAM"]:
+        """Refuse to log a blocked account in, whatever the login method."""
+        context = self._context
+        now = context.now()
+        request = internals.request_info(internals.current_request())
+        try:
+            block = await context.store.block_in_force(user_id, now)
+        except Exception:
+            block = self.registry.in_force(user_id, now)
+            if block is None and not context.database_trouble(
+                user_id, "login", request
+            ):
+                raise responses.guard_unavailable() from None
+        if block is None:
+            return NOT_SPAM
+        await context.report(
+            [
+                AuditEvent(
+                    action="login_refused",
+                    ts=now,
+                    user_id=user_id,
+                    message=f"login of blocked account {user_id} refused",
+                    reason=block.reason,
+                    request=request,
+                    guard={"block": describe_block(block), "device_id": device_id},
+                )
+            ]
+        )
+        raise responses.login_refused(block)
+
+
+def describe_block(block: Block) -> dict[str, object]:
+    """A block as events and the admin API show it."""
+    described: dict[str, object] = {
+        "id": block.id,
+        "user_id": block.user_id,
+        "control": block.control,
+        "reason": block.reason,
+        "blocked_by": block.blocked_by,
+        "since": format_timestamp(block.since_ts),
+        "since_ms": block.since_ts,
+        "until": format_timestamp(block.until_ts) if block.until_ts else None,
+        "until_ms": block.until_ts,
+    }
+    if block.until_ts is not None:
+        described["duration"] = format_duration(block.until_ts - block.since_ts)
+    if block.ended_ts is not None:
+        described.update(
+            ended=format_timestamp(block.ended_ts),
+            ended_ms=block.ended_ts,
+            ended_by=block.ended_by,
+            end_reason=block.end_reason,
+        )
+    return described

@@ -1,0 +1,43 @@
+"""The check Synapse runs while authenticating every request of a regular account.
+
+Synapse calls the account-validity hook `is_user_expired` from `get_user_by_req`, on
+every process, for every authenticated request but logout. It is the one place to
+refuse a blocked account's every request, so it must cost next to nothing: a lookup in
+this process's copy of the blocks in force.
+"""
+
+from __future__ import annotations
+
+from synapse_tchap_guard import _synapse_internals as internals
+from synapse_tchap_guard import responses
+from synapse_tchap_guard.blocks import BlockRegistry
+from synapse_tchap_guard.context import GuardContext
+
+
+class RequestGate:
+    def __init__(self, context: GuardContext, registry: BlockRegistry) -> None:
+        self._context = context
+        self._registry = registry
+        self._readiness = context.readiness
+
+    async def is_user_expired(self, user_id: str) -> bool | None:
+        """Refuse a blocked account's requests; None lets other modules decide."""
+        if not self._readiness.ready and not await self._readiness.wait():
+            self._unsure(user_id)
+            return None
+        block = self._registry.in_force(user_id, self._context.now())
+        if block is None:
+            return None
+        if internals.authenticating(internals.current_request()):
+            raise responses.account_blocked(block)
+        # Pushers and account-status lookups: a blocked account is not to be served.
+        return True
+
+    def _unsure(self, user_id: str) -> None:
+        """The blocks could not be loaded yet: `on_error` decides (raises to deny)."""
+        request = internals.current_request()
+        if not internals.authenticating(request):
+            return
+        info = internals.request_info(request)
+        if not self._context.database_trouble(user_id, "blocks", info):
+            raise responses.guard_unavailable()

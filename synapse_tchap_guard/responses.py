@@ -1,0 +1,88 @@
+"""The errors a refused client receives: their codes and their wording, in one place.
+
+Each one uses an errcode clients already handle and tells the user what to do next.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+
+from synapse.module_api.errors import Codes, SynapseError
+
+from synapse_tchap_guard.config import format_duration
+from synapse_tchap_guard.policy import Limit, Measure, Verdict
+from synapse_tchap_guard.store import Block
+
+_ASK_ADMIN = "If you need more, contact your homeserver administrator."
+
+
+def limit_exceeded(label: str, verdict: Verdict) -> SynapseError:
+    """429 M_LIMIT_EXCEEDED with `retry_after_ms` and `Retry-After`, as Synapse's own."""
+    assert isinstance(verdict.rule, Limit) and verdict.retry_after_ms is not None
+    window = format_duration(verdict.rule.window_ms)
+    if verdict.measure is Measure.BYTES:
+        allowance = f"{format_size(verdict.rule_max or 0)} per {window}"
+    else:
+        allowance = f"{verdict.rule_max} per {window}"
+    wait = format_wait(verdict.retry_after_ms)
+    return SynapseError(
+        429,
+        f"Too many {label}: the limit is {allowance}. Try again in {wait}. {_ASK_ADMIN}",
+        Codes.LIMIT_EXCEEDED,
+        additional_fields={"retry_after_ms": verdict.retry_after_ms},
+        headers={"Retry-After": str(math.ceil(verdict.retry_after_ms / 1000))},
+    )
+
+
+def account_blocked(block: Block) -> SynapseError:
+    """401 M_USER_LOCKED with `soft_logout`, the spec's answer for a locked account."""
+    if block.until_ts is None:
+        until = "until an administrator lifts the block"
+    else:
+        until = f"until {format_moment(block.until_ts)}"
+    return SynapseError(
+        401,
+        f"This account is blocked by the homeserver's security policy ({block.reason})"
+        f" {until}. Contact your homeserver administrator if this is a mistake.",
+        Codes.USER_LOCKED,
+        additional_fields={"soft_logout": True},
+    )
+
+
+def login_refused(block: Block) -> SynapseError:
+    """Login answers 403 with the same errcode and wording as every other request."""
+    error = account_blocked(block)
+    return SynapseError(403, error.msg, Codes.USER_LOCKED)
+
+
+def guard_unavailable() -> SynapseError:
+    """The admin chose `on_error: deny` and the guard's tables cannot answer."""
+    return SynapseError(
+        503,
+        "The homeserver cannot check this request right now. Try again in a moment.",
+        Codes.UNKNOWN,
+        headers={"Retry-After": "5"},
+    )
+
+
+def format_wait(ms: int) -> str:
+    seconds = math.ceil(ms / 1000)
+    if seconds < 120:
+        return f"{seconds} seconds"
+    minutes = math.ceil(seconds / 60)
+    if minutes < 120:
+        return f"{minutes} minutes"
+    return f"{math.ceil(minutes / 60)} hours"
+
+
+def format_moment(ts_ms: int) -> str:
+    moment = datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def format_size(size: int) -> str:
+    for unit, factor in (("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+        if size >= factor:
+            return f"{size / factor:.3g}{unit}B"
+    return f"{size} bytes"

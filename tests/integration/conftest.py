@@ -1,0 +1,47 @@
+"""Fixtures: one real Synapse per test module and backend, shared by its tests.
+
+Tests use fresh accounts, so they can share a homeserver; a module whose tests need
+another guard config starts its own. PostgreSQL tests are skipped, and reported so,
+on a machine without PostgreSQL on 127.0.0.1:5432.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from tests.integration.homeserver import Homeserver, postgres_available
+
+
+@pytest.fixture(
+    scope="module",
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+)
+def backend(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    if name == "postgres" and not postgres_available():
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    return name
+
+
+@contextmanager
+def running_homeserver(
+    factory: pytest.TempPathFactory,
+    backend: str,
+    guard: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> Iterator[Homeserver]:
+    server = Homeserver(
+        factory.mktemp(f"synapse-{backend}"),
+        database=backend,
+        guard=guard,
+        settings=settings,
+    )
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()

@@ -1,0 +1,392 @@
+"""A real Synapse process with the guard, configured from example_homeserver.yaml.
+
+Each `Homeserver` runs in its own directory, on its own port, on SQLite or on a fresh
+PostgreSQL database, and is driven over HTTP exactly as a client would drive it.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import hmac
+import itertools
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import requests
+import yaml
+from signedjson.key import generate_signing_key, write_signing_keys
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE_CONFIG = REPO / "example_homeserver.yaml"
+EXAMPLE_LOG_CONFIG = REPO / "example_log_config.yaml"
+EVENTS_FILE = "tchap_guard_events.log"
+PASSWORD = "correct horse battery staple"
+POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+
+# Synapse's own rate limits would get in the way of tests that act fast on purpose.
+_GENEROUS = {"per_second": 1000, "burst_count": 1000}
+TEST_SETTINGS: dict[str, Any] = {
+    "bcrypt_rounds": 4,
+    "rc_login": {
+        "address": _GENEROUS,
+        "account": _GENEROUS,
+        "failed_attempts": _GENEROUS,
+    },
+    "rc_joins": {"local": _GENEROUS, "remote": _GENEROUS},
+    "rc_joins_per_room": _GENEROUS,
+    "rc_message": _GENEROUS,
+    "rc_registration": _GENEROUS,
+    "rc_invites": {
+        "per_room": _GENEROUS,
+        "per_user": _GENEROUS,
+        "per_issuer": _GENEROUS,
+    },
+    "rc_user_directory": _GENEROUS,
+    "rc_media_create": _GENEROUS,
+    "rc_room_creation": _GENEROUS,
+    "rc_profile": _GENEROUS,
+}
+
+_names = itertools.count()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{next(_names)}x{uuid.uuid4().hex[:6]}"
+
+
+def postgres_available() -> bool:
+    try:
+        import psycopg2
+
+        psycopg2.connect(dbname="postgres", connect_timeout=3, **POSTGRES).close()
+    except Exception:
+        return False
+    return True
+
+
+def create_postgres_database() -> str:
+    """A fresh database as Synapse wants it (C collation); returns its name."""
+    import psycopg2
+
+    name = f"tchap_guard_test_{uuid.uuid4().hex[:12]}"
+    connection = psycopg2.connect(dbname="postgres", **POSTGRES)
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE DATABASE {name} ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"
+            " TEMPLATE template0"
+        )
+    connection.close()
+    return name
+
+
+def drop_postgres_database(name: str) -> None:
+    import psycopg2
+
+    connection = psycopg2.connect(dbname="postgres", **POSTGRES)
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    connection.close()
+
+
+def wait_until(
+    predicate: Callable[[], Any], timeout: float = 15, interval: float = 0.1
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+class Account:
+    def __init__(self, server: Homeserver, user_id: str, token: str, device: str):
+        self.server = server
+        self.user_id = user_id
+        self.localpart = user_id[1:].split(":", 1)[0]
+        self.token = token
+        self.device_id = device
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        headers = kwargs.pop("headers", {})
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return self.server.http.request(
+            method, self.server.url(path), headers=headers, timeout=30, **kwargs
+        )
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, body: Any = None, **kwargs: Any) -> requests.Response:
+        return self.request("POST", path, json={} if body is None else body, **kwargs)
+
+    def put(self, path: str, body: Any = None, **kwargs: Any) -> requests.Response:
+        return self.request("PUT", path, json={} if body is None else body, **kwargs)
+
+    # --- a few client actions, as a Matrix client performs them ---------------
+
+    def create_room(self, public: bool = True, **extra: Any) -> str:
+        body = {"preset": "public_chat" if public else "private_chat", **extra}
+        if public:
+            body.setdefault("visibility", "public")
+        response = self.post("/_matrix/client/v3/createRoom", body)
+        assert response.status_code == 200, response.text
+        room_id: str = response.json()["room_id"]
+        return room_id
+
+    def join(self, room_id: str) -> requests.Response:
+        return self.post(f"/_matrix/client/v3/join/{quote(room_id)}")
+
+    def invite(self, room_id: str, user_id: str) -> None:
+        response = self.post(
+            f"/_matrix/client/v3/rooms/{quote(room_id)}/invite", {"user_id": user_id}
+        )
+        assert response.status_code == 200, response.text
+
+    def whoami(self) -> requests.Response:
+        return self.get("/_matrix/client/v3/account/whoami")
+
+    def set_displayname(self, name: str) -> requests.Response:
+        return self.put(
+            f"/_matrix/client/v3/profile/{quote(self.user_id)}/displayname",
+            {"displayname": name},
+        )
+
+
+class Homeserver:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        database: str = "sqlite",
+        guard: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.database = database
+        self.port = free_port()
+        self.http = requests.Session()
+        self.postgres_name: str | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config = self._config(guard, settings or {})
+
+    # --- configuration ---------------------------------------------------------
+
+    def _config(self, guard: dict[str, Any] | None, settings: dict[str, Any]) -> Any:
+        config = yaml.safe_load(EXAMPLE_CONFIG.read_text())
+        config["listeners"][0]["port"] = self.port
+        config["public_baseurl"] = f"http://localhost:{self.port}/"
+        config.update(copy.deepcopy(TEST_SETTINGS))
+        if guard is not None:
+            config["modules"][0]["config"] = guard
+        if self.database == "postgres":
+            self.postgres_name = create_postgres_database()
+            config["database"] = {
+                "name": "psycopg2",
+                "args": {
+                    **POSTGRES,
+                    "database": self.postgres_name,
+                    "cp_min": 1,
+                    "cp_max": 5,
+                },
+            }
+        config.update(settings)
+        return config
+
+    @property
+    def guard_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = self.config["modules"][0]["config"]
+        return config
+
+    def write_config(self) -> None:
+        (self.workdir / "homeserver.yaml").write_text(yaml.safe_dump(self.config))
+        log_config = self.workdir / "example_log_config.yaml"
+        if not log_config.exists():
+            log_config.write_text(EXAMPLE_LOG_CONFIG.read_text())
+        key_file = self.workdir / self.config["signing_key_path"]
+        if not key_file.exists():
+            with key_file.open("w") as out:
+                write_signing_keys(out, [generate_signing_key("a_test")])
+        secret = self.workdir / self.config["registration_shared_secret_path"]
+        if not secret.exists():
+            secret.write_text(secrets.token_hex(32))
+
+    # --- process -----------------------------------------------------------------
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        self.write_config()
+        output = (self.workdir / "synapse.out").open("ab")
+        return subprocess.Popen(
+            [sys.executable, "-m", "synapse.app.homeserver", "-c", "homeserver.yaml"],
+            cwd=self.workdir,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "SYNAPSE_ASYNC_IO_REACTOR": "0"},
+        )
+
+    def start(self, timeout: float = 90) -> Homeserver:
+        starts_before = self._count_starts()
+        self.process = self._spawn()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"Synapse exited with {self.process.returncode}:\n{self.output()[-4000:]}"
+                )
+            try:
+                if self.http.get(self.url("/health"), timeout=2).status_code == 200:
+                    # The guard announces itself once its tables and blocks are loaded.
+                    wait_until(lambda: self._count_starts() > starts_before, timeout=30)
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"Synapse did not start:\n{self.output()[-4000:]}")
+
+    def _count_starts(self) -> int:
+        return len([e for e in self.events() if e["event"]["action"] == "started"])
+
+    def fail_to_start(self, timeout: float = 60) -> tuple[int, str]:
+        """Run Synapse expecting it to refuse to start; returns its exit code and output."""
+        process = self._spawn()
+        try:
+            code = process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise AssertionError(
+                "Synapse started when it should have refused"
+            ) from None
+        return code, self.output()
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def destroy(self) -> None:
+        self.stop()
+        if self.postgres_name:
+            drop_postgres_database(self.postgres_name)
+
+    def output(self) -> str:
+        path = self.workdir / "synapse.out"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    # --- HTTP --------------------------------------------------------------------
+
+    @property
+    def server_name(self) -> str:
+        name: str = self.config["server_name"]
+        return name
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def user_id(self, localpart: str) -> str:
+        return f"@{localpart}:{self.server_name}"
+
+    def register(
+        self,
+        localpart: str | None = None,
+        *,
+        admin: bool = False,
+        password: str = PASSWORD,
+    ) -> Account:
+        """Create an account with the shared secret, as `register_new_matrix_user` does."""
+        localpart = localpart or unique("user")
+        url = self.url("/_synapse/admin/v1/register")
+        nonce = self.http.get(url, timeout=10).json()["nonce"]
+        secret = (
+            self.workdir / self.config["registration_shared_secret_path"]
+        ).read_text()
+        role = "admin" if admin else "notadmin"
+        message = "\x00".join((nonce, localpart, password, role)).encode()
+        mac = hmac.new(secret.encode(), message, digestmod=hashlib.sha1)
+        body = {
+            "nonce": nonce,
+            "username": localpart,
+            "password": password,
+            "admin": admin,
+            "mac": mac.hexdigest(),
+        }
+        response = self.http.post(url, json=body, timeout=30)
+        assert response.status_code == 200, response.text
+        data = response.json()
+        return Account(self, data["user_id"], data["access_token"], data["device_id"])
+
+    def login(self, localpart: str, password: str = PASSWORD) -> requests.Response:
+        return self.http.post(
+            self.url("/_matrix/client/v3/login"),
+            json={
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": localpart},
+                "password": password,
+            },
+            timeout=30,
+        )
+
+    def anonymous(self) -> Account:
+        return Account(self, "", "", "")
+
+    # --- the guard's events --------------------------------------------------------
+
+    def events(self) -> list[dict[str, Any]]:
+        path = self.workdir / EVENTS_FILE
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+    def events_about(
+        self, user_id: str, action: str | None = None
+    ) -> list[dict[str, Any]]:
+        return [
+            event
+            for event in self.events()
+            if user_id
+            in (
+                event.get("user", {}).get("id"),
+                event.get("user", {}).get("target", {}).get("id"),
+            )
+            and (action is None or event["event"]["action"] == action)
+        ]
+
+    def lines(self) -> Iterator[str]:
+        path = self.workdir / EVENTS_FILE
+        yield from path.read_text().splitlines()
