@@ -6,10 +6,10 @@ callbacks to the parts that do the work; it decides nothing itself.
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 from typing import Any
 
-import synapse
 from synapse.module_api import ModuleApi
 
 from synapse_tchap_guard import _synapse_internals as internals
@@ -91,7 +91,7 @@ class TchapGuard:
                 message=f"tchap_guard {__version__} started in {self._config.mode.value} mode",
                 guard={
                     "version": __version__,
-                    "synapse_version": synapse.__version__,
+                    "synapse_version": importlib.metadata.version("matrix-synapse"),
                     "config": describe(self._config),
                 },
             )

@@ -9,18 +9,21 @@ a user's request. The integration tests exercise each of them on the pinned Syna
 
 from __future__ import annotations
 
+import importlib.metadata
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import attr
-import synapse
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 from synapse.logging.context import ContextRequest, current_context
 from synapse.module_api import LoggingTransaction, ModuleApi
 from synapse.storage.engines import PostgresEngine
+from synapse.storage.engines._base import IsolationLevel
 
 from synapse_tchap_guard.audit import RequestInfo
+
+T = TypeVar("T")
 
 # The Synapse versions this module is tested against; setup.cfg pins the same range.
 SUPPORTED_SYNAPSE = SpecifierSet(">=1.163.0,<1.164")
@@ -32,7 +35,8 @@ class UnsupportedSynapse(RuntimeError):
 
 def check_internals(api: ModuleApi) -> None:
     """Fail loudly, at start-up, if this Synapse is not one the guard can run on."""
-    version = Version(synapse.__version__)
+    # Not synapse.__version__, which carries git details when run from a checkout.
+    version = Version(importlib.metadata.version("matrix-synapse"))
     if version not in SUPPORTED_SYNAPSE:
         raise UnsupportedSynapse(
             f"synapse_tchap_guard supports Synapse {SUPPORTED_SYNAPSE}, "
@@ -44,6 +48,9 @@ def check_internals(api: ModuleApi) -> None:
         ),
         "ModuleApi._auth_handler.delete_access_tokens_for_user": lambda: (
             api._auth_handler.delete_access_tokens_for_user
+        ),
+        "ModuleApi._store.db_pool.runInteraction": lambda: (
+            api._store.db_pool.runInteraction
         ),
     }
     missing = [name for name, lookup in lookups.items() if not _exists(lookup)]
@@ -119,6 +126,24 @@ async def end_all_sessions(api: ModuleApi, user_id: str) -> None:
 
 
 # --- database --------------------------------------------------------------------
+
+
+async def run_interaction(
+    api: ModuleApi, desc: str, func: Callable[..., T], *args: Any
+) -> T:
+    """`ModuleApi.run_db_interaction`, but at READ COMMITTED on PostgreSQL.
+
+    Every judgement of an account first writes that account's row. At Synapse's
+    default REPEATABLE READ, concurrent judgements of one account abort with
+    serialisation failures and are retried at most five times, so a burst of requests
+    exhausts the retries and ends up decided by `on_error`. At READ COMMITTED the row
+    lock makes them wait their turn instead, and each one sees what the previous one
+    committed. (SQLite runs one transaction at a time anyway.)
+    """
+    result: T = await api._store.db_pool.runInteraction(
+        desc, func, *args, isolation_level=IsolationLevel.READ_COMMITTED
+    )
+    return result
 
 
 def is_postgres(txn: LoggingTransaction) -> bool:

@@ -24,7 +24,7 @@ from synapse_tchap_guard import _synapse_internals as internals
 from synapse_tchap_guard import policy
 from synapse_tchap_guard.audit import AuditEvent, format_timestamp
 from synapse_tchap_guard.blocks import Blocking, describe_block
-from synapse_tchap_guard.config import format_duration, parse_duration
+from synapse_tchap_guard.config import format_duration, is_user_id, parse_duration
 from synapse_tchap_guard.context import GuardContext
 from synapse_tchap_guard.gates.quota import Control
 from synapse_tchap_guard.store import AlreadyBlocked
@@ -173,14 +173,13 @@ class AdminResource(DirectServeJsonResource):
 
     async def _account(self, raw: str) -> str:
         """A local account that exists: 400 for a malformed or remote id, else 404."""
-        try:
-            user = UserID.from_string(raw)
-        except SynapseError:
+        if not is_user_id(raw):
             raise SynapseError(
                 400,
                 f"{raw!r} is not a user id (use @alice:example.org)",
                 Codes.INVALID_PARAM,
-            ) from None
+            )
+        user = UserID.from_string(raw)
         user_id = user.to_string()
         if not self._api.is_mine(user):
             raise SynapseError(

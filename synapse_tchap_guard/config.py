@@ -124,6 +124,11 @@ def parse_size(value: Any, path: tuple[str, ...]) -> int:
     raise _error(path, f"{value!r} is not a size ({SIZE_HELP})")
 
 
+def is_user_id(value: Any) -> bool:
+    """Shaped like `@localpart:server` (Synapse checks the rest where it matters)."""
+    return isinstance(value, str) and _USER_ID.match(value) is not None
+
+
 def format_duration(ms: int) -> str:
     """The shortest exact spelling of a duration, as an admin would write it."""
     if ms == 0:
@@ -253,7 +258,7 @@ def _parse_user_ids(raw: Any, path: tuple[str, ...]) -> frozenset[str]:
     if not isinstance(raw, list):
         raise _error(path, f"expected a list of user ids, got {_kind(raw)}")
     for index, user_id in enumerate(raw):
-        if not isinstance(user_id, str) or not _USER_ID.match(user_id):
+        if not is_user_id(user_id):
             raise _error(
                 (*path, str(index)),
                 f"{user_id!r} is not a user id (use the form @alice:example.org)",

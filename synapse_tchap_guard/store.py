@@ -112,14 +112,18 @@ class NewBlock:
     until_ts: int | None
 
 
+Describe = Callable[["Block | None"], Sequence[AuditEvent]]
+
+
 @attr.frozen
 class Ruling:
-    """What a gate decided about one attempt: what to record, block and report."""
+    """What a gate decided about one attempt: what to record, what block to open,
+    and how to report it (given the block once opened)."""
 
     decision: Decision
     verdict: Verdict
     block: NewBlock | None = None
-    events: tuple[AuditEvent, ...] = ()
+    describe: Describe = lambda block: ()
 
 
 @attr.frozen
@@ -130,6 +134,7 @@ class Judgement:
     attempt_id: int | None = None
     block: Block | None = None
     already_blocked: bool = False
+    events: tuple[AuditEvent, ...] = ()
 
 
 @attr.frozen
@@ -165,7 +170,9 @@ class GuardStore:
         self._node = node
 
     async def _run(self, desc: str, func: Callable[..., Any], *args: Any) -> Any:
-        return await self._api.run_db_interaction(f"tchap_guard_{desc}", func, *args)
+        return await internals.run_interaction(
+            self._api, f"tchap_guard_{desc}", func, *args
+        )
 
     # --- schema ------------------------------------------------------------------
 
@@ -258,10 +265,12 @@ class GuardStore:
                 " WHERE user_id = ?",
                 (now, user_id),
             )
+        opened = None
         if ruling.block is not None:
-            block = self._open_block_txn(txn, user_id, ruling.block, now)
-        self._insert_events_txn(txn, ruling.events)
-        return Judgement(ruling=ruling, attempt_id=attempt_id, block=block)
+            opened = self._open_block_txn(txn, user_id, ruling.block, now)
+        events = tuple(ruling.describe(opened))
+        self._insert_events_txn(txn, events)
+        return Judgement(ruling, attempt_id, opened, events=events)
 
     def _touch_account_txn(
         self, txn: LoggingTransaction, user_id: str, now: int
@@ -373,7 +382,7 @@ class GuardStore:
                 return None
             txn.execute(
                 "UPDATE tchap_guard_blocks SET ended_ts = ?, ended_by = ?, end_reason = ?"
-                " WHERE id = ?",
+                " WHERE id = ? AND ended_ts IS NULL",
                 (now, lifted_by, reason, current.id),
             )
             txn.execute(
@@ -410,6 +419,8 @@ class GuardStore:
                     " WHERE id = ? AND ended_ts IS NULL",
                     (block.until_ts, block.id),
                 )
+                if txn.rowcount != 1:
+                    continue  # lifted by an admin meanwhile
                 ended = attr.evolve(block, ended_ts=block.until_ts, ended_by="expiry")
                 self._insert_events_txn(txn, events(ended))
                 closed.append(ended)

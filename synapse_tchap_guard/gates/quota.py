@@ -13,11 +13,11 @@ import attr
 
 from synapse_tchap_guard import policy, responses
 from synapse_tchap_guard.audit import AuditEvent, RequestInfo
-from synapse_tchap_guard.blocks import Blocking
+from synapse_tchap_guard.blocks import Blocking, describe_block
 from synapse_tchap_guard.config import format_duration
 from synapse_tchap_guard.context import GuardContext
 from synapse_tchap_guard.policy import Attempt, Decision, Verdict
-from synapse_tchap_guard.store import NewBlock, Ruling
+from synapse_tchap_guard.store import Block, NewBlock, Ruling
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,9 @@ class QuotaGate:
                     if decision is Decision.BLOCK
                     else None
                 ),
-                events=self._events(user_id, target, decision, verdict, now, request),
+                describe=lambda block: self._events(
+                    user_id, target, decision, verdict, block, now, request
+                ),
             )
 
         try:
@@ -88,7 +90,7 @@ class QuotaGate:
 
         ruling = judgement.ruling
         assert ruling is not None
-        context.emit(ruling.events)
+        context.emit(judgement.events)
         if judgement.block is not None:
             await self._blocking.enforce(judgement.block, request)
             raise responses.account_blocked(judgement.block)
@@ -112,6 +114,7 @@ class QuotaGate:
         target: str | None,
         decision: Decision,
         verdict: Verdict,
+        block: Block | None,
         now: int,
         request: RequestInfo | None,
     ) -> tuple[AuditEvent, ...]:
@@ -132,6 +135,8 @@ class QuotaGate:
         }
         if verdict.retry_after_ms is not None:
             guard["retry_after_ms"] = verdict.retry_after_ms
+        if block is not None:
+            guard["block"] = describe_block(block)
         if decision.escalates:
             reason = self._block_reason(verdict)
         else:

@@ -185,11 +185,16 @@ class Homeserver:
         database: str = "sqlite",
         guard: dict[str, Any] | None = None,
         settings: dict[str, Any] | None = None,
+        with_workers: bool = False,
     ) -> None:
         self.workdir = workdir
         self.database = database
         self.port = free_port()
+        self.replication_port = free_port() if with_workers else None
+        self.workers: list[Worker] = []
         self.http = requests.Session()
+        # Room for the concurrent requests some tests send.
+        self.http.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=64))
         self.postgres_name: str | None = None
         self.process: subprocess.Popen[bytes] | None = None
         workdir.mkdir(parents=True, exist_ok=True)
@@ -215,6 +220,19 @@ class Homeserver:
                     "cp_max": 5,
                 },
             }
+        if self.replication_port is not None:
+            config["listeners"].append(
+                {
+                    "port": self.replication_port,
+                    "bind_addresses": ["127.0.0.1"],
+                    "type": "http",
+                    "resources": [{"names": ["replication"]}],
+                }
+            )
+            config["instance_map"] = {
+                "main": {"host": "127.0.0.1", "port": self.replication_port}
+            }
+            config["redis"] = {"enabled": True, "host": "127.0.0.1", "port": 6379}
         config.update(settings)
         return config
 
@@ -300,7 +318,16 @@ class Homeserver:
         self.stop()
         self.start()
 
+    def add_worker(self, name: str) -> Worker:
+        """Start a generic worker serving the client API on a port of its own."""
+        worker = Worker(self, name)
+        self.workers.append(worker)
+        worker.start()
+        return worker
+
     def destroy(self) -> None:
+        for worker in self.workers:
+            worker.stop()
         self.stop()
         if self.postgres_name:
             drop_postgres_database(self.postgres_name)
@@ -390,3 +417,111 @@ class Homeserver:
     def lines(self) -> Iterator[str]:
         path = self.workdir / EVENTS_FILE
         yield from path.read_text().splitlines()
+
+
+class Worker:
+    """A generic worker of a `Homeserver`, sharing its database, replicating via Redis."""
+
+    def __init__(self, main: Homeserver, name: str) -> None:
+        self.main = main
+        self.name = name
+        self.port = free_port()
+        self.http = main.http
+        self.events_file = f"tchap_guard_events.{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def start(self, timeout: float = 90) -> None:
+        workdir = self.main.workdir
+        log_config = EXAMPLE_LOG_CONFIG.read_text().replace(
+            EVENTS_FILE, self.events_file
+        )
+        (workdir / f"{self.name}_log_config.yaml").write_text(log_config)
+        worker_config = {
+            "worker_app": "synapse.app.generic_worker",
+            "worker_name": self.name,
+            "worker_log_config": f"{self.name}_log_config.yaml",
+            "worker_listeners": [
+                {
+                    "type": "http",
+                    "port": self.port,
+                    "bind_addresses": ["127.0.0.1"],
+                    "resources": [{"names": ["client"]}],
+                }
+            ],
+        }
+        (workdir / f"{self.name}.yaml").write_text(yaml.safe_dump(worker_config))
+        output = (workdir / f"{self.name}.out").open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "synapse.app.generic_worker",
+                "-c",
+                "homeserver.yaml",
+                "-c",
+                f"{self.name}.yaml",
+            ],
+            cwd=workdir,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"worker {self.name} exited:\n{self.output()[-4000:]}"
+                )
+            try:
+                if self.http.get(self.url("/health"), timeout=2).status_code == 200:
+                    wait_until(lambda: "started" in self.actions(), timeout=30)
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(
+            f"worker {self.name} did not start:\n{self.output()[-4000:]}"
+        )
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.process = None
+
+    def output(self) -> str:
+        path = self.main.workdir / f"{self.name}.out"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def events(self) -> list[dict[str, Any]]:
+        path = self.main.workdir / self.events_file
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+    def actions(self) -> list[str]:
+        return [event["event"]["action"] for event in self.events()]
+
+    def on(self, account: Account) -> Account:
+        """The same session, talking to this worker instead of the main process."""
+        return WorkerAccount(self, account)
+
+
+class WorkerAccount(Account):
+    def __init__(self, worker: Worker, account: Account) -> None:
+        super().__init__(
+            account.server, account.user_id, account.token, account.device_id
+        )
+        self.worker = worker
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        headers = kwargs.pop("headers", {})
+        headers["Authorization"] = f"Bearer {self.token}"
+        return self.worker.http.request(
+            method, self.worker.url(path), headers=headers, timeout=30, **kwargs
+        )

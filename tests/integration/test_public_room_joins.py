@@ -51,6 +51,11 @@ def joins_counted(admin: Account, user: Account) -> int:
     return max(int(limit["count"]) for limit in limits)
 
 
+def displayname_in(viewer: Account, room_id: str, user: Account) -> Any:
+    path = f"/_matrix/client/v3/rooms/{quote(room_id)}/state/m.room.member/"
+    return viewer.get(path + quote(user.user_id)).json().get("displayname")
+
+
 def assert_refused(response: Any, expected_wait_ms: float, tolerance_ms: float) -> None:
     assert response.status_code == 429, response.text
     body = response.json()
@@ -148,13 +153,11 @@ def test_rejoins_sent_by_a_profile_change_are_not_counted(
     # Changing the display name re-sends a join to every room the user is in...
     assert user.set_displayname("Camille Martin").status_code == 200
     for room in rooms:
-        path = f"/_matrix/client/v3/rooms/{quote(room)}/state/m.room.member/"
-        wait_until(
-            lambda path=path: (
-                owner.get(path + quote(user.user_id)).json().get("displayname")
-                == "Camille Martin"
-            )
-        )
+
+        def renamed(room: str = room) -> bool:
+            return bool(displayname_in(owner, room, user) == "Camille Martin")
+
+        wait_until(renamed)
     # ... and so does joining a room again.
     assert user.join(rooms[0]).status_code == 200
 

@@ -1,0 +1,249 @@
+"""The admin API on a real Synapse, with the example config: every endpoint and error."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import pytest
+import requests
+
+from tests.integration.conftest import running_homeserver
+from tests.integration.homeserver import Account, Homeserver
+
+ADMIN = "/_synapse/client/tchap_guard/admin/v1"
+
+
+@pytest.fixture(scope="module")
+def server(
+    backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Homeserver]:
+    with running_homeserver(tmp_path_factory, backend) as homeserver:
+        yield homeserver
+
+
+@pytest.fixture(scope="module")
+def admin(server: Homeserver) -> Account:
+    return server.register(admin=True)
+
+
+def account_path(user_id: str, action: str = "") -> str:
+    return f"{ADMIN}/accounts/{quote(user_id)}" + (f"/{action}" if action else "")
+
+
+def assert_error(
+    response: requests.Response, status: int, errcode: str, words: str = ""
+) -> None:
+    assert response.status_code == status, response.text
+    assert response.json()["errcode"] == errcode
+    assert words in response.json()["error"]
+
+
+def test_only_server_admins_may_call_it(server: Homeserver) -> None:
+    user = server.register()
+    anonymous = server.anonymous()
+    stranger = Account(server, "", "not-a-token", "")
+    for path in (f"{ADMIN}/blocks", account_path(user.user_id)):
+        assert_error(anonymous.get(path), 401, "M_MISSING_TOKEN")
+        assert_error(stranger.get(path), 401, "M_UNKNOWN_TOKEN")
+        assert_error(user.get(path), 403, "M_FORBIDDEN", "not a server admin")
+    for action in ("block", "unblock"):
+        path = account_path(user.user_id, action)
+        assert_error(anonymous.post(path, {"reason": "x"}), 401, "M_MISSING_TOKEN")
+        assert_error(user.post(path, {"reason": "x"}), 403, "M_FORBIDDEN")
+    assert user.whoami().status_code == 200  # nobody was blocked
+
+
+def test_block_refuses_the_account_and_unblock_restores_it(
+    server: Homeserver, admin: Account
+) -> None:
+    user = server.register()
+    before = time.time()
+    response = admin.post(
+        account_path(user.user_id, "block"),
+        {"reason": "phishing report", "duration": "2h"},
+    )
+    assert response.status_code == 200, response.text
+    block = response.json()["block"]
+    assert response.json()["blocked"] is True
+    assert block["user_id"] == user.user_id
+    assert block["control"] == "admin"
+    assert block["reason"] == "phishing report"
+    assert block["blocked_by"] == admin.user_id
+    assert block["duration"] == "2h"
+    assert abs(block["until_ms"] / 1000 - (before + 7200)) < 5
+
+    # end_sessions is on in the example config: the token is gone, login refused.
+    assert_error(user.whoami(), 401, "M_UNKNOWN_TOKEN")
+    assert_error(server.login(user.localpart), 403, "M_USER_LOCKED", "phishing report")
+    assert_error(
+        admin.post(account_path(user.user_id, "block"), {"reason": "again"}),
+        409,
+        "M_UNKNOWN",
+        "already blocked",
+    )
+
+    shown = admin.get(account_path(user.user_id)).json()
+    assert shown["blocked"] is True
+    assert shown["block"]["id"] == block["id"]
+
+    response = admin.post(
+        account_path(user.user_id, "unblock"), {"reason": "verified by phone"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["blocked"] is False
+    assert response.json()["block"]["ended_by"] == admin.user_id
+    assert response.json()["block"]["end_reason"] == "verified by phone"
+    assert server.login(user.localpart).status_code == 200
+    assert_error(
+        admin.post(account_path(user.user_id, "unblock"), {"reason": "twice"}),
+        409,
+        "M_UNKNOWN",
+        "not blocked",
+    )
+
+    (blocked,) = server.events_about(user.user_id, "admin_block")
+    assert blocked["user"] == {"id": admin.user_id, "target": {"id": user.user_id}}
+    assert blocked["event"]["reason"] == "phishing report"
+    (unblocked,) = server.events_about(user.user_id, "admin_unblock")
+    assert unblocked["user"] == {"id": admin.user_id, "target": {"id": user.user_id}}
+    assert unblocked["tchap_guard"]["counters_reset"] is True
+
+
+def test_a_block_without_duration_uses_the_configured_one_and_zero_means_forever(
+    server: Homeserver, admin: Account
+) -> None:
+    default, forever = server.register(), server.register()
+    block = admin.post(account_path(default.user_id, "block"), {"reason": "r"}).json()[
+        "block"
+    ]
+    assert block["duration"] == "1d"
+    block = admin.post(
+        account_path(forever.user_id, "block"), {"reason": "r", "duration": 0}
+    ).json()["block"]
+    assert block["until"] is None and "duration" not in block
+
+
+def test_the_account_view_shows_block_state_counters_and_recent_actions(
+    server: Homeserver, admin: Account
+) -> None:
+    owner, user = server.register(), server.register()
+    rooms = [owner.create_room() for _ in range(2)]
+    for room in rooms:
+        assert user.join(room).status_code == 200
+
+    response = admin.get(account_path(user.user_id))
+    assert response.status_code == 200, response.text
+    view = response.json()
+    assert view["user_id"] == user.user_id
+    assert view["blocked"] is False and view["block"] is None
+    assert view["exempt"] is False
+    assert view["counters"]["public_room_joins"] == {
+        "limits": [
+            {"window": "1h", "window_ms": 3_600_000, "count": 2, "max": 10},
+            {"window": "1d", "window_ms": 86_400_000, "count": 2, "max": 30},
+        ],
+        "block_at": {"window": "1d", "window_ms": 86_400_000, "attempts": 2, "max": 60},
+    }
+    actions = view["recent_actions"]
+    assert [(a["control"], a["decision"], a["target"]) for a in actions] == [
+        ("public_room_joins", "allow", rooms[1]),
+        ("public_room_joins", "allow", rooms[0]),
+    ]
+    # Looking at an account is itself in its audit trail.
+    assert [e["event"]["action"] for e in view["recent_events"]] == ["admin_view"]
+    assert view["block_history"] == []
+    assert admin.get(account_path(admin.user_id)).json()["exempt"] is True
+
+    viewed = server.events_about(user.user_id, "admin_view")
+    assert viewed and viewed[-1]["user"]["id"] == admin.user_id
+
+
+def test_the_blocks_list_pages_newest_first(server: Homeserver, admin: Account) -> None:
+    users = [server.register() for _ in range(3)]
+    for user in users:
+        assert admin.post(account_path(user.user_id, "block"), {"reason": "page"}).ok
+
+    first = admin.get(f"{ADMIN}/blocks?limit=2").json()
+    assert first["total"] >= 3
+    assert [b["user_id"] for b in first["blocks"]] == [
+        users[2].user_id,
+        users[1].user_id,
+    ]
+    second = admin.get(f"{ADMIN}/blocks?limit=2&from={first['next_token']}").json()
+    assert second["blocks"][0]["user_id"] == users[0].user_id
+    every = admin.get(f"{ADMIN}/blocks?limit=1000").json()
+    assert "next_token" not in every
+    assert len(every["blocks"]) == every["total"]
+    assert all(
+        {"user_id", "control", "reason", "since", "until", "blocked_by"} <= set(block)
+        for block in every["blocks"]
+    )
+
+
+@pytest.mark.parametrize(
+    "query", ["limit=0", "limit=abc", "limit=100000", "from=abc", "from=-3"]
+)
+def test_bad_pagination_is_a_400(
+    server: Homeserver, admin: Account, query: str
+) -> None:
+    assert_error(
+        admin.get(f"{ADMIN}/blocks?{query}"),
+        400,
+        "M_INVALID_PARAM",
+        query.split("=")[0],
+    )
+
+
+def test_bad_user_ids_and_bodies_are_400s_and_unknown_users_404s(
+    server: Homeserver, admin: Account
+) -> None:
+    user = server.register()
+    for raw in ("alice", "@nocolon", "@bad:"):
+        assert_error(
+            admin.get(f"{ADMIN}/accounts/{quote(raw)}"),
+            400,
+            "M_INVALID_PARAM",
+            "user id",
+        )
+    assert_error(
+        admin.get(account_path("@x:elsewhere.org")), 400, "M_INVALID_PARAM", "local"
+    )
+    assert_error(admin.get(account_path("@nobody:localhost")), 404, "M_NOT_FOUND")
+    assert_error(
+        admin.post(account_path("@nobody:localhost", "block"), {"reason": "r"}),
+        404,
+        "M_NOT_FOUND",
+    )
+
+    block = account_path(user.user_id, "block")
+    assert_error(admin.post(block, {}), 400, "M_MISSING_PARAM", "reason")
+    assert_error(admin.post(block, {"reason": "  "}), 400, "M_MISSING_PARAM", "reason")
+    assert_error(
+        admin.post(block, {"reason": "x" * 1001}), 400, "M_INVALID_PARAM", "1000"
+    )
+    assert_error(
+        admin.post(block, {"reason": "r", "duration": "soon"}),
+        400,
+        "M_INVALID_PARAM",
+        "duration",
+    )
+    assert_error(
+        admin.request(
+            "POST",
+            block,
+            data=b"{not json",
+            headers={"Content-Type": "application/json"},
+        ),
+        400,
+        "M_NOT_JSON",
+    )
+    assert_error(admin.post(block, ["reason"]), 400, "M_BAD_JSON")
+    assert user.whoami().status_code == 200  # none of those blocked anyone
+
+
+def test_unknown_endpoints_and_methods(server: Homeserver, admin: Account) -> None:
+    assert_error(admin.get(f"{ADMIN}/nothing"), 404, "M_UNRECOGNIZED")
+    assert_error(admin.post(f"{ADMIN}/blocks"), 404, "M_UNRECOGNIZED")
+    assert_error(admin.put(f"{ADMIN}/blocks"), 405, "M_UNRECOGNIZED")

@@ -1,0 +1,127 @@
+"""Database trouble on a real Synapse: the guard's tables vanish under it for a while.
+
+`on_error` decides what gated requests get, no request becomes a 500, counters are
+not corrupted, and accounts already blocked stay blocked either way.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from urllib.parse import quote
+
+import pytest
+
+from tests.integration.conftest import running_homeserver
+from tests.integration.homeserver import POSTGRES, Account, Homeserver
+
+GUARD = {
+    "public_room_joins": {
+        "limits": [{"window": "1h", "max": 5}],
+        "block_at": {"window": "1h", "max": 20},
+    },
+    "blocking": {"duration": "0", "end_sessions": False},
+}
+TABLES = ("tchap_guard_attempts", "tchap_guard_blocks")
+ADMIN = "/_synapse/client/tchap_guard/admin/v1"
+
+
+@pytest.fixture(scope="module", params=["allow", "deny"])
+def server(
+    request: pytest.FixtureRequest,
+    backend: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Homeserver]:
+    guard = {**GUARD, "on_error": request.param}
+    with running_homeserver(tmp_path_factory, backend, guard=guard) as homeserver:
+        yield homeserver
+
+
+def execute(server: Homeserver) -> Callable[[str], None]:
+    """Run SQL on the homeserver's database from outside, as a failing disk or DBA would."""
+    if server.database == "postgres":
+        import psycopg2
+
+        def run_postgres(sql: str) -> None:
+            connection = psycopg2.connect(dbname=server.postgres_name, **POSTGRES)
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                cursor.execute(sql)
+            connection.close()
+
+        return run_postgres
+
+    def run_sqlite(sql: str) -> None:
+        connection = sqlite3.connect(server.workdir / "homeserver.db", timeout=30)
+        connection.execute(sql)
+        connection.commit()
+        connection.close()
+
+    return run_sqlite
+
+
+@contextmanager
+def tables_missing(server: Homeserver) -> Iterator[None]:
+    run = execute(server)
+    for table in TABLES:
+        run(f"ALTER TABLE {table} RENAME TO {table}_away")
+    try:
+        yield
+    finally:
+        for table in TABLES:
+            run(f"ALTER TABLE {table}_away RENAME TO {table}")
+
+
+def counted(admin: Account, user: Account) -> int:
+    view = admin.get(f"{ADMIN}/accounts/{quote(user.user_id)}").json()
+    return int(view["counters"]["public_room_joins"]["limits"][0]["count"])
+
+
+def test_on_error_decides_and_nothing_is_lost(server: Homeserver) -> None:
+    on_error = server.guard_config["on_error"]
+    admin, owner, user = (
+        server.register(admin=True),
+        server.register(),
+        server.register(),
+    )
+    blocked = server.register()
+    assert admin.post(
+        f"{ADMIN}/accounts/{quote(blocked.user_id)}/block", {"reason": "r"}
+    ).ok
+    rooms = [owner.create_room() for _ in range(4)]
+    assert user.join(rooms[0]).status_code == 200
+    assert user.join(rooms[1]).status_code == 200
+    assert counted(admin, user) == 2
+
+    with tables_missing(server):
+        response = user.join(rooms[2])
+        if on_error == "allow":
+            assert response.status_code == 200, response.text
+        else:
+            assert response.status_code == 503, response.text
+            assert response.headers["Retry-After"] == "5"
+            assert "cannot check this request right now" in response.json()["error"]
+        # Whatever on_error says, a known block stays in force, and never a 500, even
+        # after the per-second reload of the blocks has failed.
+        time.sleep(2)
+        locked = blocked.whoami()
+        assert locked.status_code == 401
+        assert locked.json()["errcode"] == "M_USER_LOCKED"
+        assert server.login(blocked.localpart).status_code == 403
+        # Requests the guard does not gate are untouched.
+        assert user.whoami().status_code == 200
+
+    (trouble,) = [e for e in server.events_about(user.user_id, "database_error")]
+    assert trouble["event"]["outcome"] == "unknown"
+    assert trouble["tchap_guard"]["on_error"] == on_error
+    assert trouble["tchap_guard"]["decision"] == on_error
+    assert trouble["tchap_guard"]["control"] == "public_room_joins"
+    assert trouble["url"]["path"].startswith("/_matrix/client/v3/join/")
+
+    # The tables are back: the counters are what they were, and counting goes on.
+    assert counted(admin, user) == 2
+    assert user.join(rooms[3]).status_code == 200
+    assert counted(admin, user) == 3
+    assert blocked.whoami().status_code == 401

@@ -1,0 +1,81 @@
+"""Monitor mode on a real Synapse: everything counted and reported, nobody refused."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import pytest
+
+from tests.integration.conftest import running_homeserver
+from tests.integration.homeserver import Homeserver
+
+GUARD = {
+    "mode": "monitor",
+    "public_room_joins": {
+        "limits": [{"window": "1h", "max": 2}],
+        "block_at": {"window": "1h", "max": 4},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def server(
+    backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Homeserver]:
+    with running_homeserver(tmp_path_factory, backend, guard=GUARD) as homeserver:
+        yield homeserver
+
+
+def test_monitor_mode_denies_nothing_and_reports_what_it_would_do(
+    server: Homeserver,
+) -> None:
+    owner, user, admin = (
+        server.register(),
+        server.register(),
+        server.register(admin=True),
+    )
+    rooms = [owner.create_room() for _ in range(6)]
+
+    assert [user.join(room).status_code for room in rooms] == [200] * 6
+    joined = user.get("/_matrix/client/v3/joined_rooms").json()["joined_rooms"]
+    assert set(rooms) <= set(joined)
+    assert user.whoami().status_code == 200
+    assert server.login(user.localpart).status_code == 200
+
+    decisions = [
+        (
+            event["event"]["action"],
+            event["tchap_guard"]["count"],
+            event["event"]["outcome"],
+        )
+        for event in server.events_about(user.user_id)
+        if event["event"]["action"] in ("would_deny", "would_block", "deny", "block")
+    ]
+    # Joins 3, 5 and 6 would have been denied (two served in the hour), join 4 would
+    # have blocked the account (its fourth attempt), and the count started over then.
+    assert decisions == [
+        ("would_deny", 2, "success"),
+        ("would_block", 4, "success"),
+        ("would_deny", 2, "success"),
+        ("would_deny", 2, "success"),
+    ]
+    for event in server.events_about(user.user_id, "would_deny"):
+        assert event["tchap_guard"]["mode"] == "monitor"
+        assert event["tchap_guard"]["decision"] == "would_deny"
+    assert server.events_about(user.user_id, "sessions_ended") == []
+
+    view = admin.get(
+        f"/_synapse/client/tchap_guard/admin/v1/accounts/{quote(user.user_id)}"
+    ).json()
+    assert view["blocked"] is False
+    assert [a["decision"] for a in reversed(view["recent_actions"])] == [
+        "allow",
+        "allow",
+        "would_deny",
+        "would_block",
+        "would_deny",
+        "would_deny",
+    ]
+    # Would-be denials do not fill the limits, exactly as real ones would not.
+    assert view["counters"]["public_room_joins"]["limits"][0]["count"] == 2

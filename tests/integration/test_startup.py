@@ -1,0 +1,67 @@
+"""Start-up on a real Synapse: a wrong config stops it, `config: {}` runs with defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.homeserver import Homeserver
+
+
+@pytest.mark.parametrize(
+    ("guard", "message"),
+    [
+        (
+            {
+                "public_room_joins": {
+                    "limits": [{"window": "1h", "max": 3}, {"window": "1x", "max": 3}]
+                }
+            },
+            "public_room_joins.limits.1.window: '1x' is not a duration"
+            " (use a number of milliseconds or 30s, 10m, 1h, 1d, 1w, 1y)",
+        ),
+        (
+            {"mode": "enforced"},
+            "mode: 'enforced' is not accepted (use 'enforce' or 'monitor')",
+        ),
+        (
+            {"blocking": {"end_session": True}},
+            "blocking.end_session: unknown key 'end_session' (accepted here: duration, end_sessions)",
+        ),
+    ],
+)
+def test_a_wrong_config_stops_synapse_naming_the_key_and_the_fix(
+    tmp_path: Path, guard: dict[str, Any], message: str
+) -> None:
+    server = Homeserver(tmp_path, guard=guard)
+    code, output = server.fail_to_start()
+    assert code != 0
+    assert "Error in configuration at 'modules.<item 0>.config." in output
+    assert message in output
+
+
+def test_an_empty_config_runs_with_the_documented_defaults(tmp_path: Path) -> None:
+    server = Homeserver(tmp_path, guard={})
+    try:
+        server.start()
+        (started,) = [e for e in server.events() if e["event"]["action"] == "started"]
+        assert started["tchap_guard"]["config"] == {
+            "mode": "enforce",
+            "exempt_users": [],
+            "on_error": "allow",
+            "public_room_joins": {
+                "limits": [{"window": "1h", "max": 10}, {"window": "1d", "max": 30}],
+                "block_at": {"window": "1d", "max": 60},
+            },
+            "blocking": {"duration": "1d", "end_sessions": True},
+            "retention": "90d",
+        }
+        assert started["tchap_guard"]["synapse_version"].startswith("1.163.")
+        assert started["service"]["node"]["name"] == "main"
+        owner, user = server.register(), server.register()
+        statuses = [user.join(owner.create_room()).status_code for _ in range(11)]
+        assert statuses == [200] * 10 + [429]
+    finally:
+        server.destroy()

@@ -1,0 +1,138 @@
+"""Several Synapse processes sharing one PostgreSQL database: they agree.
+
+A main process and a generic worker, replicating through Redis, both serving the
+client API; the account is driven through both, one after the other and at once.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote
+
+import pytest
+
+from tests.integration.homeserver import (
+    Account,
+    Homeserver,
+    Worker,
+    postgres_available,
+    wait_until,
+)
+
+LIMIT = 4
+BLOCK_AT = 30
+GUARD = {
+    "public_room_joins": {
+        "limits": [{"window": "1h", "max": LIMIT}],
+        "block_at": {"window": "1h", "max": BLOCK_AT},
+    },
+    "blocking": {"duration": "0", "end_sessions": False},
+}
+ADMIN = "/_synapse/client/tchap_guard/admin/v1"
+
+pytestmark = pytest.mark.postgres
+
+
+def redis_available() -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=2).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Homeserver, Worker]]:
+    if not postgres_available() or not redis_available():
+        pytest.skip(
+            "workers need PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379"
+        )
+    server = Homeserver(
+        tmp_path_factory.mktemp("synapse-workers"),
+        database="postgres",
+        guard=GUARD,
+        with_workers=True,
+    )
+    try:
+        server.start()
+        worker = server.add_worker("worker1")
+        yield server, worker
+    finally:
+        server.destroy()
+
+
+def locked(account: Account) -> bool:
+    response = account.whoami()
+    return response.status_code == 401 and response.json()["errcode"] == "M_USER_LOCKED"
+
+
+def test_joins_through_either_process_fill_the_same_quota(
+    cluster: tuple[Homeserver, Worker],
+) -> None:
+    server, worker = cluster
+    owner, user = server.register(), server.register()
+    via_worker = worker.on(user)
+    rooms = [owner.create_room() for _ in range(LIMIT + 2)]
+
+    assert [user.join(room).status_code for room in rooms[:2]] == [200, 200]
+    assert [via_worker.join(room).status_code for room in rooms[2:4]] == [200, 200]
+    assert user.join(rooms[4]).status_code == 429
+    assert via_worker.join(rooms[5]).status_code == 429
+
+
+def test_a_burst_at_both_processes_at_once_gets_exactly_the_limit(
+    cluster: tuple[Homeserver, Worker],
+) -> None:
+    server, worker = cluster
+    owner, user = server.register(), server.register()
+    sessions = [user, worker.on(user)]
+    rooms = [owner.create_room() for _ in range(24)]
+
+    with ThreadPoolExecutor(len(rooms)) as pool:
+        statuses = list(
+            pool.map(
+                lambda i: sessions[i % 2].join(rooms[i]).status_code, range(len(rooms))
+            )
+        )
+
+    # Exactly the limit, with no attempt left to on_error by exhausted retries.
+    assert sorted(statuses) == [200] * LIMIT + [429] * (len(rooms) - LIMIT)
+    for process_events in (server.events(), worker.events()):
+        assert [
+            e for e in process_events if e["event"]["action"] == "database_error"
+        ] == []
+
+
+def test_a_block_set_on_one_process_holds_on_the_other(
+    cluster: tuple[Homeserver, Worker],
+) -> None:
+    server, worker = cluster
+    owner, user, admin = (
+        server.register(),
+        server.register(),
+        server.register(admin=True),
+    )
+    via_worker = worker.on(user)
+
+    # Blocked by the guard on the worker...
+    statuses = [
+        via_worker.join(owner.create_room()).status_code for _ in range(BLOCK_AT)
+    ]
+    assert statuses[-1] == 401 and statuses.count(200) == LIMIT
+    assert "block" in [e["event"]["action"] for e in worker.events()]
+    # ... refused by the main process within a second (its copy reloads every second);
+    # its gated actions see the block at once, from the database.
+    assert user.join(owner.create_room()).status_code == 401
+    wait_until(lambda: locked(user), timeout=3)
+
+    # Lifted on the main process, the worker lets the account through again.
+    response = admin.post(
+        f"{ADMIN}/accounts/{quote(user.user_id)}/unblock", {"reason": "ok"}
+    )
+    assert response.status_code == 200, response.text
+    wait_until(lambda: via_worker.whoami().status_code == 200, timeout=3)
+    assert via_worker.join(owner.create_room()).status_code == 200

@@ -1,0 +1,44 @@
+"""The per-process copy of the blocks in force."""
+
+from __future__ import annotations
+
+from synapse_tchap_guard.blocks import BlockRegistry
+from synapse_tchap_guard.store import Block
+
+
+def block(user_id: str, until: int | None, block_id: int = 1) -> Block:
+    return Block(block_id, user_id, "public_room_joins", "why", "tchap_guard", 0, until)
+
+
+def test_a_block_is_in_force_until_it_expires() -> None:
+    registry = BlockRegistry()
+    registry.remember(block("@a:x", until=100), now=0)
+    registry.remember(block("@b:x", until=None), now=0)
+    assert registry.in_force("@a:x", 99) is not None
+    assert registry.in_force("@a:x", 100) is None
+    assert registry.in_force("@b:x", 10**15) is not None
+    assert registry.in_force("@c:x", 0) is None
+
+
+def test_a_reload_replaces_the_copy() -> None:
+    registry = BlockRegistry()
+    registry.remember(block("@a:x", None), now=0)
+    registry.replace_all([block("@b:x", None)], read_started=10)
+    assert registry.in_force("@a:x", 20) is None
+    assert registry.in_force("@b:x", 20) is not None
+    assert len(registry) == 1
+
+
+def test_a_reload_that_began_before_a_local_change_does_not_undo_it() -> None:
+    registry = BlockRegistry()
+    registry.remember(block("@blocked:x", None), now=0)
+    # Blocked and unblocked here while a reload, begun at 5, was reading the table.
+    registry.remember(block("@new:x", None, block_id=2), now=6)
+    registry.forget("@blocked:x", now=7)
+    registry.replace_all([block("@blocked:x", None)], read_started=5)
+    assert registry.in_force("@new:x", 8) is not None
+    assert registry.in_force("@blocked:x", 8) is None
+    # The next reload, begun after those changes, is the truth again.
+    registry.replace_all([block("@blocked:x", None)], read_started=9)
+    assert registry.in_force("@new:x", 10) is None
+    assert registry.in_force("@blocked:x", 10) is not None

@@ -1,0 +1,232 @@
+"""Config parsing: defaults, the example config, and every error naming its key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from synapse.module_api.errors import ConfigError
+
+from synapse_tchap_guard.config import (
+    DAY_MS,
+    DEFAULT_PUBLIC_ROOM_JOINS,
+    HOUR_MS,
+    BlockingConfig,
+    GuardConfig,
+    Mode,
+    OnError,
+    describe,
+    format_duration,
+    parse_config,
+    parse_duration,
+    parse_size,
+)
+from synapse_tchap_guard.policy import Limit, Quota, Threshold
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "example_homeserver.yaml"
+
+
+def config_error(raw: Any) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw)
+    return caught.value
+
+
+def test_an_empty_config_gives_safe_defaults() -> None:
+    assert parse_config({}) == parse_config(None) == GuardConfig()
+    config = GuardConfig()
+    assert config.mode is Mode.ENFORCE
+    assert config.on_error is OnError.ALLOW
+    assert config.public_room_joins == DEFAULT_PUBLIC_ROOM_JOINS
+    assert config.blocking == BlockingConfig(duration_ms=DAY_MS, end_sessions=True)
+
+
+def test_the_example_homeserver_config_parses_to_what_it_says() -> None:
+    homeserver = yaml.safe_load(EXAMPLE.read_text())
+    (module,) = homeserver["modules"]
+    assert module["module"] == "synapse_tchap_guard.TchapGuard"
+    config = parse_config(module["config"])
+    assert config.public_room_joins == Quota(
+        limits=(Limit(HOUR_MS, max=10), Limit(DAY_MS, max=30)),
+        block_at=Threshold(DAY_MS, 60),
+    )
+    assert describe(config) == {
+        "mode": "enforce",
+        "exempt_users": [],
+        "on_error": "allow",
+        "public_room_joins": {
+            "limits": [{"window": "1h", "max": 10}, {"window": "1d", "max": 30}],
+            "block_at": {"window": "1d", "max": 60},
+        },
+        "blocking": {"duration": "1d", "end_sessions": True},
+        "retention": "90d",
+    }
+
+
+def test_keys_not_given_keep_their_defaults_and_null_disables() -> None:
+    config = parse_config(
+        {"public_room_joins": {"block_at": None}, "blocking": {"duration": 0}}
+    )
+    assert config.public_room_joins.limits == DEFAULT_PUBLIC_ROOM_JOINS.limits
+    assert config.public_room_joins.block_at is None
+    assert config.blocking == BlockingConfig(duration_ms=0, end_sessions=True)
+    assert (
+        parse_config({"public_room_joins": {"limits": []}}).public_room_joins.limits
+        == ()
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [
+        ("30s", 30_000),
+        ("10m", 600_000),
+        ("1h", HOUR_MS),
+        ("2d", 2 * DAY_MS),
+        ("1w", 7 * DAY_MS),
+        ("1y", 365 * DAY_MS),
+        ("1500", 1500),
+        (250, 250),
+    ],
+)
+def test_durations_read_as_synapse_reads_them(text: Any, ms: int) -> None:
+    assert parse_duration(text, ("x",)) == ms
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("500K", 500 * 1024),
+        ("20M", 20 * 1024**2),
+        ("2G", 2 * 1024**3),
+        ("1T", 1024**4),
+        ("1234", 1234),
+        (99, 99),
+    ],
+)
+def test_sizes_read_as_synapse_reads_them(text: Any, size: int) -> None:
+    assert parse_size(text, ("x",)) == size
+
+
+def test_durations_are_spelled_back_the_short_way() -> None:
+    assert [
+        format_duration(ms) for ms in (0, 1500, 30_000, HOUR_MS, DAY_MS, 90 * DAY_MS)
+    ] == [
+        "0",
+        "1500ms",
+        "30s",
+        "1h",
+        "1d",
+        "90d",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("raw", "path", "words"),
+    [
+        (
+            {
+                "public_room_joins": {
+                    "limits": [{"window": "1h", "max": 3}, {"window": "1x", "max": 3}]
+                }
+            },
+            ("public_room_joins", "limits", "1", "window"),
+            [
+                "'1x' is not a duration",
+                "use a number of milliseconds or 30s, 10m, 1h, 1d",
+            ],
+        ),
+        (
+            {"mode": "block"},
+            ("mode",),
+            ["'block' is not accepted", "'enforce' or 'monitor'"],
+        ),
+        ({"on_error": "ignore"}, ("on_error",), ["'allow' or 'deny'"]),
+        (
+            {"public_room_jions": {}},
+            ("public_room_jions",),
+            ["unknown key 'public_room_jions'", "public_room_joins"],
+        ),
+        (
+            {"public_room_joins": {"limits": {"window": "1h", "max": 3}}},
+            ("public_room_joins", "limits"),
+            ["expected a list like [{window: 1h, max: 10}]"],
+        ),
+        (
+            {"public_room_joins": {"limits": [{"max": 3}]}},
+            ("public_room_joins", "limits", "0"),
+            ["every limit needs a window"],
+        ),
+        (
+            {"public_room_joins": {"limits": [{"window": "1h"}]}},
+            ("public_room_joins", "limits", "0"),
+            ["every limit needs max"],
+        ),
+        (
+            {"public_room_joins": {"limits": [{"window": "1h", "max": 0}]}},
+            ("public_room_joins", "limits", "0", "max"),
+            ["0 is not a whole number above zero"],
+        ),
+        (
+            {"public_room_joins": {"limits": [{"window": "1h", "max": "10"}]}},
+            ("public_room_joins", "limits", "0", "max"),
+            ["'10' is not a whole number above zero"],
+        ),
+        (
+            {"public_room_joins": {"limits": [{"window": "1h", "max": True}]}},
+            ("public_room_joins", "limits", "0", "max"),
+            ["True is not a whole number"],
+        ),
+        (
+            {
+                "public_room_joins": {
+                    "limits": [{"window": "1h", "max": 3, "max_bytes": "1G"}]
+                }
+            },
+            ("public_room_joins", "limits", "0", "max_bytes"),
+            ["unknown key 'max_bytes'"],
+        ),
+        (
+            {"public_room_joins": {"block_at": {"window": "1d"}}},
+            ("public_room_joins", "block_at"),
+            ["needs a window and a max"],
+        ),
+        (
+            {"public_room_joins": {"limits": [{"window": "0s", "max": 1}]}},
+            ("public_room_joins", "limits", "0", "window"),
+            ["must be longer than zero"],
+        ),
+        (
+            {"exempt_users": ["alice"]},
+            ("exempt_users", "0"),
+            ["'alice' is not a user id", "@alice:example.org"],
+        ),
+        (
+            {"exempt_users": "@alice:example.org"},
+            ("exempt_users",),
+            ["expected a list"],
+        ),
+        (
+            {"blocking": {"end_sessions": "yes"}},
+            ("blocking", "end_sessions"),
+            ["use true or false"],
+        ),
+        (
+            {"blocking": {"duration": "forever"}},
+            ("blocking", "duration"),
+            ["is not a duration"],
+        ),
+        ({"retention": 0}, ("retention",), ["must be longer than zero"]),
+        ([1, 2], (), ["expected a mapping of keys, got list"]),
+    ],
+)
+def test_a_wrong_key_names_itself_and_what_is_accepted(
+    raw: Any, path: tuple[str, ...], words: list[str]
+) -> None:
+    error = config_error(raw)
+    assert tuple(error.path or ()) == path
+    assert error.msg.startswith(".".join(path) or "config")
+    for word in words:
+        assert word in error.msg
