@@ -83,6 +83,7 @@ class TchapGuard:
         if api.should_run_background_tasks():
             api.looping_background_call(self._blocking.expire, EXPIRE_BLOCKS_MS)
             api.looping_background_call(self._prune, PRUNE_MS)
+            api.run_as_background_process("tchap_guard_prune", self._prune)
         self._context.audit.emit(
             AuditEvent(
                 action="started",
@@ -98,6 +99,7 @@ class TchapGuard:
         )
 
     async def _prune(self) -> None:
+        """Delete rows no window or retention needs (at start-up, then every 10 min)."""
         now = self._context.now()
         longest = max(control.quota.longest_window_ms for control in self._controls)
         removed = await self._context.store.prune(

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.homeserver import Homeserver, postgres_available
+from harness.homeserver import Homeserver, postgres_available
 
 
 @pytest.fixture(

@@ -9,8 +9,8 @@ from urllib.parse import quote
 import pytest
 import requests
 
+from harness.homeserver import Account, Homeserver
 from tests.integration.conftest import running_homeserver
-from tests.integration.homeserver import Account, Homeserver
 
 ADMIN = "/_synapse/client/tchap_guard/admin/v1"
 

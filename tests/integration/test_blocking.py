@@ -8,8 +8,8 @@ from urllib.parse import quote
 
 import pytest
 
+from harness.homeserver import Account, Homeserver, wait_until
 from tests.integration.conftest import running_homeserver
-from tests.integration.homeserver import Account, Homeserver, wait_until
 
 BLOCK_AT = 4
 EXPIRY_S = 6

@@ -6,16 +6,15 @@ not corrupted, and accounts already blocked stay blocked either way.
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import quote
 
 import pytest
 
+from harness.homeserver import Account, Homeserver
 from tests.integration.conftest import running_homeserver
-from tests.integration.homeserver import POSTGRES, Account, Homeserver
 
 GUARD = {
     "public_room_joins": {
@@ -39,39 +38,15 @@ def server(
         yield homeserver
 
 
-def execute(server: Homeserver) -> Callable[[str], None]:
-    """Run SQL on the homeserver's database from outside, as a failing disk or DBA would."""
-    if server.database == "postgres":
-        import psycopg2
-
-        def run_postgres(sql: str) -> None:
-            connection = psycopg2.connect(dbname=server.postgres_name, **POSTGRES)
-            connection.autocommit = True
-            with connection.cursor() as cursor:
-                cursor.execute(sql)
-            connection.close()
-
-        return run_postgres
-
-    def run_sqlite(sql: str) -> None:
-        connection = sqlite3.connect(server.workdir / "homeserver.db", timeout=30)
-        connection.execute(sql)
-        connection.commit()
-        connection.close()
-
-    return run_sqlite
-
-
 @contextmanager
 def tables_missing(server: Homeserver) -> Iterator[None]:
-    run = execute(server)
     for table in TABLES:
-        run(f"ALTER TABLE {table} RENAME TO {table}_away")
+        server.sql(f"ALTER TABLE {table} RENAME TO {table}_away")
     try:
         yield
     finally:
         for table in TABLES:
-            run(f"ALTER TABLE {table}_away RENAME TO {table}")
+            server.sql(f"ALTER TABLE {table}_away RENAME TO {table}")
 
 
 def counted(admin: Account, user: Account) -> int:

@@ -7,8 +7,8 @@ from urllib.parse import quote
 
 import pytest
 
+from harness.homeserver import Homeserver
 from tests.integration.conftest import running_homeserver
-from tests.integration.homeserver import Homeserver
 
 GUARD = {
     "mode": "monitor",

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from harness.homeserver import Account, Homeserver
 from tests.integration.conftest import running_homeserver
-from tests.integration.homeserver import Account, Homeserver
 
 GUARD = {
     "public_room_joins": {

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.homeserver import Homeserver
+from harness.homeserver import Homeserver
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.integration.homeserver import (
+from harness.homeserver import (
     Account,
     Homeserver,
     Worker,

@@ -15,6 +15,7 @@ import os
 import secrets
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -28,7 +29,7 @@ import requests
 import yaml
 from signedjson.key import generate_signing_key, write_signing_keys
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_CONFIG = REPO / "example_homeserver.yaml"
 EXAMPLE_LOG_CONFIG = REPO / "example_log_config.yaml"
 EVENTS_FILE = "tchap_guard_events.log"
@@ -391,6 +392,32 @@ class Homeserver:
 
     def anonymous(self) -> Account:
         return Account(self, "", "", "")
+
+    # --- the database, from outside --------------------------------------------
+
+    def sql(
+        self, statement: str, params: tuple[Any, ...] = ()
+    ) -> list[tuple[Any, ...]]:
+        """Run one statement on the homeserver's database, as an operator (or a failing
+        disk) would, while Synapse runs. Use `?` placeholders."""
+        if self.database == "postgres":
+            import psycopg2
+
+            connection = psycopg2.connect(dbname=self.postgres_name, **POSTGRES)
+            connection.autocommit = True
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute(statement.replace("?", "%s"), params)
+                    return list(cursor.fetchall()) if cursor.description else []
+            finally:
+                connection.close()
+        connection = sqlite3.connect(self.workdir / "homeserver.db", timeout=30)
+        try:
+            rows = list(connection.execute(statement, params).fetchall())
+            connection.commit()
+            return rows
+        finally:
+            connection.close()
 
     # --- the guard's events --------------------------------------------------------
 

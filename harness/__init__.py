@@ -1,0 +1,1 @@
+"""A real Synapse with the guard, for the tests, the demo and the benchmark."""
