@@ -269,8 +269,18 @@ class Homeserver:
         )
 
     def start(self, timeout: float = 90) -> Homeserver:
-        starts_before = self._count_starts()
+        self.begin_start()
+        self.finish_start(timeout)
+        return self
+
+    def begin_start(self) -> None:
+        """Launch Synapse without waiting for it (see `finish_start`)."""
+        self._starts_before = self._count_starts()
         self.process = self._spawn()
+
+    def finish_start(self, timeout: float = 90) -> None:
+        """Wait until Synapse answers and the guard has announced itself."""
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -280,13 +290,17 @@ class Homeserver:
             try:
                 if self.http.get(self.url("/health"), timeout=2).status_code == 200:
                     # The guard announces itself once its tables and blocks are loaded.
-                    wait_until(lambda: self._count_starts() > starts_before, timeout=30)
-                    return self
+                    wait_until(
+                        lambda: self._count_starts() > self._starts_before, timeout=30
+                    )
+                    return
             except requests.ConnectionError:
                 pass
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"Synapse did not start:\n{self.output()[-4000:]}")
+
+    _starts_before = 0
 
     def _count_starts(self) -> int:
         return len([e for e in self.events() if e["event"]["action"] == "started"])
@@ -407,7 +421,9 @@ class Homeserver:
             connection.autocommit = True
             try:
                 with connection.cursor() as cursor:
-                    cursor.execute(statement.replace("?", "%s"), params)
+                    if params:
+                        statement = statement.replace("%", "%%").replace("?", "%s")
+                    cursor.execute(statement, params or None)
                     return list(cursor.fetchall()) if cursor.description else []
             finally:
                 connection.close()
@@ -461,6 +477,10 @@ class Worker:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def start(self, timeout: float = 90) -> None:
+        self.begin_start()
+        self.finish_start(timeout)
+
+    def begin_start(self) -> None:
         workdir = self.main.workdir
         log_config = EXAMPLE_LOG_CONFIG.read_text().replace(
             EVENTS_FILE, self.events_file
@@ -481,6 +501,7 @@ class Worker:
         }
         (workdir / f"{self.name}.yaml").write_text(yaml.safe_dump(worker_config))
         output = (workdir / f"{self.name}.out").open("ab")
+        self._starts_before = self.actions().count("started")
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -495,6 +516,9 @@ class Worker:
             stdout=output,
             stderr=subprocess.STDOUT,
         )
+
+    def finish_start(self, timeout: float = 90) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -503,7 +527,10 @@ class Worker:
                 )
             try:
                 if self.http.get(self.url("/health"), timeout=2).status_code == 200:
-                    wait_until(lambda: "started" in self.actions(), timeout=30)
+                    wait_until(
+                        lambda: self.actions().count("started") > self._starts_before,
+                        timeout=30,
+                    )
                     return
             except requests.ConnectionError:
                 pass
@@ -511,6 +538,8 @@ class Worker:
         raise RuntimeError(
             f"worker {self.name} did not start:\n{self.output()[-4000:]}"
         )
+
+    _starts_before = 0
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -25,7 +25,7 @@ from synapse_tchap_guard.audit import AuditEvent
 from synapse_tchap_guard.policy import Attempt, Decision, Verdict
 
 # Serialises schema changes when several processes start at once (PostgreSQL).
-_SCHEMA_LOCK_KEY = 0x7463_6770  # "tcgp"
+SCHEMA_LOCK_KEY = 0x7463_6770  # "tcgp"
 
 _MIGRATIONS: list[list[str]] = [
     # 1: accounts, attempts, blocks, audit events.
@@ -183,7 +183,7 @@ class GuardStore:
     def _prepare_txn(self, txn: LoggingTransaction) -> int:
         postgres = internals.is_postgres(txn)
         if postgres:
-            txn.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK_KEY,))
+            txn.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK_KEY,))
         serial = "BIGSERIAL PRIMARY KEY" if postgres else "INTEGER PRIMARY KEY"
         txn.execute(
             "CREATE TABLE IF NOT EXISTS tchap_guard_schema_versions"

@@ -14,12 +14,14 @@ from urllib.parse import quote
 import pytest
 
 from harness.homeserver import (
+    POSTGRES,
     Account,
     Homeserver,
     Worker,
     postgres_available,
     wait_until,
 )
+from synapse_tchap_guard.store import SCHEMA_LOCK_KEY
 
 LIMIT = 4
 BLOCK_AT = 30
@@ -136,3 +138,50 @@ def test_a_block_set_on_one_process_holds_on_the_other(
     assert response.status_code == 200, response.text
     wait_until(lambda: via_worker.whoami().status_code == 200, timeout=3)
     assert via_worker.join(owner.create_room()).status_code == 200
+
+
+def test_processes_starting_together_create_the_tables_once(
+    cluster: tuple[Homeserver, Worker],
+) -> None:
+    """Both processes reach the schema step at once; neither fails, nothing is lost."""
+    import psycopg2
+
+    server, worker = cluster
+    worker.stop()
+    server.stop()
+    for (table,) in server.sql(
+        "SELECT tablename FROM pg_tables WHERE tablename LIKE 'tchap_guard_%'"
+    ):
+        server.sql(f"DROP TABLE {table}")
+
+    # Hold the schema lock so that both processes queue behind it, then let them race.
+    holder = psycopg2.connect(dbname=server.postgres_name, **POSTGRES)
+    holder.autocommit = True
+    with holder.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
+    try:
+        server.begin_start()
+        worker.begin_start()
+        wait_until(lambda: waiting_for_schema_lock(server) == 2, timeout=60)
+    finally:
+        with holder.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
+        holder.close()
+    server.finish_start()
+    worker.finish_start()
+
+    owner, user = server.register(), server.register()
+    rooms = [owner.create_room() for _ in range(LIMIT + 1)]
+    assert [worker.on(user).join(room).status_code for room in rooms] == [
+        200
+    ] * LIMIT + [429]
+    assert "prepare its tables" not in server.output() + worker.output()
+
+
+def waiting_for_schema_lock(server: Homeserver) -> int:
+    ((count,),) = server.sql(
+        "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        " AND objid = ?",
+        (SCHEMA_LOCK_KEY,),
+    )
+    return int(count)
