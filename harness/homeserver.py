@@ -7,6 +7,7 @@ PostgreSQL database, and is driven over HTTP exactly as a client would drive it.
 from __future__ import annotations
 
 import copy
+import datetime
 import hashlib
 import hmac
 import itertools
@@ -68,6 +69,56 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def self_signed_certificate(host: str) -> tuple[bytes, bytes]:
+    """A certificate and key in PEM for `host`, for federation between local servers."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return (
+        certificate.public_bytes(serialization.Encoding.PEM),
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+
+
+def png(width: int, height: int, seed: int = 0) -> bytes:
+    """A real PNG image, noisy enough not to compress to nothing."""
+    import io
+    import random
+
+    from PIL import Image
+
+    rng = random.Random(seed)
+    image = Image.new("RGB", (width, height))
+    image.putdata(
+        [tuple(rng.randrange(256) for _ in range(3)) for _ in range(width * height)]
+    )
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
 
 
 def unique(prefix: str) -> str:
@@ -168,6 +219,30 @@ class Account:
         )
         assert response.status_code == 200, response.text
 
+    def upload(
+        self, data: bytes, content_type: str = "application/octet-stream"
+    ) -> str:
+        response = self.request(
+            "POST",
+            "/_matrix/media/v3/upload",
+            data=data,
+            headers={"Content-Type": content_type},
+        )
+        assert response.status_code == 200, response.text
+        mxc: str = response.json()["content_uri"]
+        return mxc
+
+    def download(self, mxc: str) -> requests.Response:
+        server_name, media_id = mxc.removeprefix("mxc://").split("/", 1)
+        return self.get(f"/_matrix/client/v1/media/download/{server_name}/{media_id}")
+
+    def thumbnail(self, mxc: str, size: int = 32) -> requests.Response:
+        server_name, media_id = mxc.removeprefix("mxc://").split("/", 1)
+        return self.get(
+            f"/_matrix/client/v1/media/thumbnail/{server_name}/{media_id}"
+            f"?width={size}&height={size}&method=scale"
+        )
+
     def whoami(self) -> requests.Response:
         return self.get("/_matrix/client/v3/account/whoami")
 
@@ -187,10 +262,12 @@ class Homeserver:
         guard: dict[str, Any] | None = None,
         settings: dict[str, Any] | None = None,
         with_workers: bool = False,
+        federation: bool = False,
     ) -> None:
         self.workdir = workdir
         self.database = database
         self.port = free_port()
+        self.federation_port = free_port() if federation else None
         self.replication_port = free_port() if with_workers else None
         self.workers: list[Worker] = []
         self.http = requests.Session()
@@ -221,6 +298,8 @@ class Homeserver:
                     "cp_max": 5,
                 },
             }
+        if self.federation_port is not None:
+            self._add_federation(config, self.federation_port)
         if self.replication_port is not None:
             config["listeners"].append(
                 {
@@ -236,6 +315,28 @@ class Homeserver:
             config["redis"] = {"enabled": True, "host": "127.0.0.1", "port": 6379}
         config.update(settings)
         return config
+
+    def _add_federation(self, config: dict[str, Any], port: int) -> None:
+        """Federation over TLS on localhost, with another Homeserver of this harness."""
+        certificate, key = self_signed_certificate("localhost")
+        (self.workdir / "tls.crt").write_bytes(certificate)
+        (self.workdir / "tls.key").write_bytes(key)
+        config["listeners"].append(
+            {
+                "port": port,
+                "bind_addresses": ["127.0.0.1"],
+                "type": "http",
+                "tls": True,
+                "resources": [{"names": ["federation", "keys"]}],
+            }
+        )
+        config.update(
+            server_name=f"localhost:{port}",
+            tls_certificate_path="tls.crt",
+            tls_private_key_path="tls.key",
+            federation_verify_certificates=False,
+            ip_range_whitelist=["127.0.0.1"],
+        )
 
     @property
     def guard_config(self) -> dict[str, Any]:

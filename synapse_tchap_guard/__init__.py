@@ -20,6 +20,7 @@ from synapse_tchap_guard.blocks import Blocking, BlockRegistry
 from synapse_tchap_guard.config import GuardConfig, describe, parse_config
 from synapse_tchap_guard.context import GuardContext
 from synapse_tchap_guard.gates.joins import JoinGate
+from synapse_tchap_guard.gates.media import MediaGate
 from synapse_tchap_guard.gates.quota import Control, QuotaGate
 from synapse_tchap_guard.request_gate import RequestGate
 from synapse_tchap_guard.store import GuardStore
@@ -45,17 +46,25 @@ class TchapGuard:
             api, config, GuardStore(api, node), AuditLog(node)
         )
         self._blocking = blocking = Blocking(context, BlockRegistry())
-        self._controls = [
-            Control("public_room_joins", "public room joins", config.public_room_joins)
-        ]
-        joins = JoinGate(context, QuotaGate(context, blocking, self._controls[0]))
+        joins_control = Control(
+            "public_room_joins", "public room joins", config.public_room_joins
+        )
+        media_control = Control(
+            "media_downloads", "media downloads", config.media_downloads
+        )
+        self._controls = [joins_control, media_control]
+        joins = JoinGate(context, QuotaGate(context, blocking, joins_control))
+        media = MediaGate(context, QuotaGate(context, blocking, media_control))
+        internals.watch_media_responses(media.on_media_response)
 
         api.register_spam_checker_callbacks(
             user_may_join_room=joins.user_may_join_room,
             check_login_for_spam=blocking.check_login_for_spam,
         )
         api.register_account_validity_callbacks(
-            is_user_expired=RequestGate(context, blocking.registry).is_user_expired
+            is_user_expired=RequestGate(
+                context, blocking.registry, media
+            ).is_user_expired
         )
         api.register_web_resource(
             ADMIN_PREFIX, AdminResource(context, blocking, self._controls)
@@ -77,6 +86,7 @@ class TchapGuard:
             api.delayed_background_call(RETRY_START_MS, self._start)
             return
         self._context.readiness.set_ready()
+        warnings = await self._unauthenticated_media_warnings()
         api.looping_background_call(
             self._blocking.reload, RELOAD_BLOCKS_MS, run_on_all_instances=True
         )
@@ -91,12 +101,44 @@ class TchapGuard:
                 user_id=None,
                 message=f"tchap_guard {__version__} started in {self._config.mode.value} mode",
                 guard={
+                    "warnings": warnings,
                     "version": __version__,
                     "synapse_version": importlib.metadata.version("matrix-synapse"),
                     "config": describe(self._config),
                 },
             )
         )
+
+    async def _unauthenticated_media_warnings(self) -> list[str]:
+        """Media served without an account escapes the download quotas: say so."""
+        api = self._api
+        if not internals.authenticated_media_enabled(api):
+            warnings = [
+                "enable_authenticated_media is off: every media file is served without"
+                " an account on /_matrix/media/v3/download and /thumbnail, where the"
+                " guard cannot count downloads. Set enable_authenticated_media: true."
+            ]
+        elif api.should_run_background_tasks():
+            try:
+                count = await internals.count_unauthenticated_media(api)
+            except Exception:
+                logger.exception("tchap_guard could not count unauthenticated media")
+                return []
+            warnings = (
+                [
+                    f"{count} media files predate authenticated media and are still served"
+                    " without an account on /_matrix/media/v3/download and /thumbnail,"
+                    " where the guard cannot count downloads: refuse those paths at the"
+                    " reverse proxy (see the README)."
+                ]
+                if count
+                else []
+            )
+        else:
+            return []
+        for warning in warnings:
+            logger.warning("tchap_guard: %s", warning)
+        return warnings
 
     async def _prune(self) -> None:
         """Delete rows no window or retention needs (at start-up, then every 10 min)."""

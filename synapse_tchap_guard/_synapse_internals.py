@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import importlib.metadata
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 import attr
+import synapse.media._base as media_base
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 from synapse.logging.context import ContextRequest, current_context
-from synapse.module_api import LoggingTransaction, ModuleApi
+from synapse.module_api import LoggingTransaction, ModuleApi, SynapseRequest
 from synapse.storage.engines import PostgresEngine
 from synapse.storage.engines._base import IsolationLevel
+from twisted.web.server import Request
 
 from synapse_tchap_guard.audit import RequestInfo
 
@@ -52,8 +54,14 @@ def check_internals(api: ModuleApi) -> None:
         "ModuleApi._store.db_pool.runInteraction": lambda: (
             api._store.db_pool.runInteraction
         ),
+        "synapse.media._base.finish_request": lambda: (
+            media_base.finish_request  # type: ignore[attr-defined]
+        ),
+        "SynapseRequest.get_request_id": lambda: SynapseRequest.get_request_id,
     }
     missing = [name for name, lookup in lookups.items() if not _exists(lookup)]
+    if not hasattr(getattr(api, "_hs", None), "config"):
+        missing.append("ModuleApi._hs.config.media.enable_authenticated_media")
     fields = {field.name for field in attr.fields(ContextRequest)}
     missing += [
         f"ContextRequest.{name}"
@@ -89,7 +97,7 @@ def current_request() -> ContextRequest | None:
     return current_context().request
 
 
-def authenticating(request: ContextRequest | None) -> bool:
+def authenticating(request: ContextRequest | None) -> TypeGuard[ContextRequest]:
     """Whether Synapse is checking this request's own access token right now.
 
     Synapse calls the account-validity hook while authenticating a request, before it
@@ -123,6 +131,54 @@ async def end_all_sessions(api: ModuleApi, user_id: str) -> None:
     """
     await api._device_handler.delete_all_devices_for_user(user_id)
     await api._auth_handler.delete_access_tokens_for_user(user_id)
+
+
+# --- media responses ---------------------------------------------------------------
+
+MediaFinished = Callable[[str, int, int], None]
+
+
+def watch_media_responses(on_finished: MediaFinished) -> None:
+    """Call `on_finished(request_id, status, body_bytes)` after each media response.
+
+    Synapse offers modules no hook on downloads. Every media body it writes (downloads
+    and thumbnails, local and remote, stored or generated) ends with
+    `synapse.media._base.finish_request`, looked up there at call time; wrapping it
+    gives the bytes really sent (`Request.sentLength`), after the client has them.
+    """
+    original = media_base.finish_request  # type: ignore[attr-defined]
+
+    def finish_request(request: Request) -> None:
+        original(request)
+        if isinstance(request, SynapseRequest):
+            on_finished(request.get_request_id(), request.code, request.sentLength)
+
+    media_base.finish_request = finish_request  # type: ignore[attr-defined]
+
+
+def authenticated_media_enabled(api: ModuleApi) -> bool:
+    """Whether new media is served only to requests that carry an account."""
+    return bool(api._hs.config.media.enable_authenticated_media)
+
+
+async def count_unauthenticated_media(api: ModuleApi) -> int:
+    """Media that the legacy `/_matrix/media/v3/download` still serves to anyone.
+
+    Synapse marks each file `authenticated` when it is stored while authenticated
+    media is on; the others stay reachable without an account.
+    """
+
+    def count_txn(txn: LoggingTransaction) -> int:
+        total = 0
+        for table in ("local_media_repository", "remote_media_cache"):
+            txn.execute(f"SELECT COUNT(*) FROM {table} WHERE NOT authenticated")
+            row = txn.fetchone()
+            total += int(row[0]) if row else 0
+        return total
+
+    return await run_interaction(
+        api, "tchap_guard_count_unauthenticated_media", count_txn
+    )
 
 
 # --- database --------------------------------------------------------------------

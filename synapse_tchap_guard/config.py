@@ -58,9 +58,19 @@ class BlockingConfig:
     end_sessions: bool = True
 
 
+GIB = 1024**3
+
 DEFAULT_PUBLIC_ROOM_JOINS = Quota(
     limits=(Limit(HOUR_MS, max=10), Limit(DAY_MS, max=30)),
     block_at=Threshold(DAY_MS, 60),
+)
+DEFAULT_MEDIA_DOWNLOADS = Quota(
+    limits=(
+        Limit(MINUTE_MS, max=120),
+        Limit(HOUR_MS, max=1000, max_bytes=2 * GIB),
+        Limit(DAY_MS, max=4000, max_bytes=10 * GIB),
+    ),
+    block_at=Threshold(HOUR_MS, 3000),
 )
 
 
@@ -70,6 +80,7 @@ class GuardConfig:
     exempt_users: frozenset[str] = frozenset()
     on_error: OnError = OnError.ALLOW
     public_room_joins: Quota = DEFAULT_PUBLIC_ROOM_JOINS
+    media_downloads: Quota = DEFAULT_MEDIA_DOWNLOADS
     blocking: BlockingConfig = BlockingConfig()
     retention_ms: int = 90 * DAY_MS
 
@@ -89,6 +100,11 @@ def parse_config(raw: Any) -> GuardConfig:
             "public_room_joins",
             _quota_parser(DEFAULT_PUBLIC_ROOM_JOINS),
             DEFAULT_PUBLIC_ROOM_JOINS,
+        ),
+        media_downloads=top.get(
+            "media_downloads",
+            _quota_parser(DEFAULT_MEDIA_DOWNLOADS, allow_bytes=True),
+            DEFAULT_MEDIA_DOWNLOADS,
         ),
         blocking=top.get("blocking", _parse_blocking, BlockingConfig()),
         retention_ms=top.get("retention", _positive_duration, 90 * DAY_MS),
@@ -122,6 +138,15 @@ def parse_size(value: Any, path: tuple[str, ...]) -> int:
             number, unit = match.groups()
             return int(number) * (_SIZE_UNITS[unit] if unit else 1)
     raise _error(path, f"{value!r} is not a size ({SIZE_HELP})")
+
+
+def format_size(size: int) -> str:
+    """The shortest exact spelling of a size, as an admin would write it."""
+    for unit in ("T", "G", "M", "K"):
+        factor = _SIZE_UNITS[unit]
+        if size and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
 
 
 def is_user_id(value: Any) -> bool:
@@ -308,6 +333,7 @@ def describe(config: GuardConfig) -> dict[str, Any]:
         "exempt_users": sorted(config.exempt_users),
         "on_error": config.on_error.value,
         "public_room_joins": describe_quota(config.public_room_joins),
+        "media_downloads": describe_quota(config.media_downloads),
         "blocking": {
             "duration": format_duration(config.blocking.duration_ms),
             "end_sessions": config.blocking.end_sessions,
@@ -323,7 +349,7 @@ def describe_quota(quota: Quota) -> dict[str, Any]:
         if limit.max is not None:
             described["max"] = limit.max
         if limit.max_bytes is not None:
-            described["max_bytes"] = limit.max_bytes
+            described["max_bytes"] = format_size(limit.max_bytes)
         limits.append(described)
     block_at = quota.block_at
     return {

@@ -2,8 +2,9 @@
 
 Synapse calls the account-validity hook `is_user_expired` from `get_user_by_req`, on
 every process, for every authenticated request but logout. It is the one place to
-refuse a blocked account's every request, so it must cost next to nothing: a lookup in
-this process's copy of the blocks in force.
+refuse a blocked account's every request, and to see the requests that have no hook
+of their own (media downloads), before Synapse serves them. It must cost next to
+nothing: a lookup in this process's copy of the blocks in force, and a prefix test.
 """
 
 from __future__ import annotations
@@ -12,13 +13,17 @@ from synapse_tchap_guard import _synapse_internals as internals
 from synapse_tchap_guard import responses
 from synapse_tchap_guard.blocks import BlockRegistry
 from synapse_tchap_guard.context import GuardContext
+from synapse_tchap_guard.gates.media import MediaGate
 
 
 class RequestGate:
-    def __init__(self, context: GuardContext, registry: BlockRegistry) -> None:
+    def __init__(
+        self, context: GuardContext, registry: BlockRegistry, media: MediaGate
+    ) -> None:
         self._context = context
         self._registry = registry
         self._readiness = context.readiness
+        self._media = media
 
     async def is_user_expired(self, user_id: str) -> bool | None:
         """Refuse a blocked account's requests; None lets other modules decide."""
@@ -26,12 +31,15 @@ class RequestGate:
             self._unsure(user_id)
             return None
         block = self._registry.in_force(user_id, self._context.now())
-        if block is None:
-            return None
-        if internals.authenticating(internals.current_request()):
+        request = internals.current_request()
+        if not internals.authenticating(request):
+            # Pushers and account-status lookups: a blocked account is not served.
+            return True if block is not None else None
+        if block is not None:
             raise responses.account_blocked(block)
-        # Pushers and account-status lookups: a blocked account is not to be served.
-        return True
+        if self._media.active and MediaGate.concerns(request):
+            await self._media.check(user_id, request)
+        return None
 
     def _unsure(self, user_id: str) -> None:
         """The blocks could not be loaded yet: `on_error` decides (raises to deny)."""

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 from synapse.module_api.errors import Codes, SynapseError
 
-from synapse_tchap_guard.config import format_duration
+from synapse_tchap_guard.config import format_duration, format_size
 from synapse_tchap_guard.policy import Limit, Measure, Verdict
 from synapse_tchap_guard.store import Block
 
@@ -22,7 +22,7 @@ def limit_exceeded(label: str, verdict: Verdict) -> SynapseError:
     assert isinstance(verdict.rule, Limit) and verdict.retry_after_ms is not None
     window = format_duration(verdict.rule.window_ms)
     if verdict.measure is Measure.BYTES:
-        allowance = f"{format_size(verdict.rule_max or 0)} per {window}"
+        allowance = f"{format_size(verdict.rule_max or 0)}B per {window}"
     else:
         allowance = f"{verdict.rule_max} per {window}"
     wait = format_wait(verdict.retry_after_ms)
@@ -79,10 +79,3 @@ def format_wait(ms: int) -> str:
 def format_moment(ts_ms: int) -> str:
     moment = datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc)
     return moment.strftime("%Y-%m-%d %H:%M UTC")
-
-
-def format_size(size: int) -> str:
-    for unit, factor in (("G", 1024**3), ("M", 1024**2), ("K", 1024)):
-        if size >= factor:
-            return f"{size / factor:.3g}{unit}B"
-    return f"{size} bytes"

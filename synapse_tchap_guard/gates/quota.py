@@ -8,6 +8,7 @@ logs the events, enforces a new block, and answers with an error or lets it thro
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import attr
 
@@ -40,7 +41,11 @@ class QuotaGate:
         self.control = control
 
     async def check(
-        self, user_id: str, target: str | None, request: RequestInfo | None
+        self,
+        user_id: str,
+        target: str | None,
+        request: RequestInfo | None,
+        details: Mapping[str, object] | None = None,
     ) -> int | None:
         """Count one attempt; raise the client's error if it is refused.
 
@@ -63,7 +68,7 @@ class QuotaGate:
                     else None
                 ),
                 describe=lambda block: self._events(
-                    user_id, target, decision, verdict, block, now, request
+                    user_id, target, decision, verdict, block, now, request, details
                 ),
             )
 
@@ -117,6 +122,7 @@ class QuotaGate:
         block: Block | None,
         now: int,
         request: RequestInfo | None,
+        details: Mapping[str, object] | None,
     ) -> tuple[AuditEvent, ...]:
         rule = verdict.rule
         if decision is Decision.ALLOW or rule is None:
@@ -132,6 +138,7 @@ class QuotaGate:
             "count": verdict.count,
             "limit": verdict.rule_max,
             "target": target,
+            **(details or {}),
         }
         if verdict.retry_after_ms is not None:
             guard["retry_after_ms"] = verdict.retry_after_ms

@@ -66,18 +66,19 @@ def test_on_error_decides_and_nothing_is_lost(server: Homeserver) -> None:
         f"{ADMIN}/accounts/{quote(blocked.user_id)}/block", {"reason": "r"}
     ).ok
     rooms = [owner.create_room() for _ in range(4)]
+    mxc = owner.upload(b"a file")
     assert user.join(rooms[0]).status_code == 200
     assert user.join(rooms[1]).status_code == 200
     assert counted(admin, user) == 2
 
     with tables_missing(server):
-        response = user.join(rooms[2])
-        if on_error == "allow":
-            assert response.status_code == 200, response.text
-        else:
-            assert response.status_code == 503, response.text
-            assert response.headers["Retry-After"] == "5"
-            assert "cannot check this request right now" in response.json()["error"]
+        for response in (user.join(rooms[2]), user.download(mxc)):
+            if on_error == "allow":
+                assert response.status_code == 200, response.text
+            else:
+                assert response.status_code == 503, response.text
+                assert response.headers["Retry-After"] == "5"
+                assert "cannot check this request right now" in response.json()["error"]
         # Whatever on_error says, a known block stays in force, and never a 500, even
         # after the per-second reload of the blocks has failed.
         time.sleep(2)
@@ -88,12 +89,15 @@ def test_on_error_decides_and_nothing_is_lost(server: Homeserver) -> None:
         # Requests the guard does not gate are untouched.
         assert user.whoami().status_code == 200
 
-    (trouble,) = [e for e in server.events_about(user.user_id, "database_error")]
-    assert trouble["event"]["outcome"] == "unknown"
-    assert trouble["tchap_guard"]["on_error"] == on_error
-    assert trouble["tchap_guard"]["decision"] == on_error
-    assert trouble["tchap_guard"]["control"] == "public_room_joins"
-    assert trouble["url"]["path"].startswith("/_matrix/client/v3/join/")
+    joining, downloading = server.events_about(user.user_id, "database_error")
+    for trouble in (joining, downloading):
+        assert trouble["event"]["outcome"] == "unknown"
+        assert trouble["tchap_guard"]["on_error"] == on_error
+        assert trouble["tchap_guard"]["decision"] == on_error
+    assert joining["tchap_guard"]["control"] == "public_room_joins"
+    assert joining["url"]["path"].startswith("/_matrix/client/v3/join/")
+    assert downloading["tchap_guard"]["control"] == "media_downloads"
+    assert downloading["url"]["path"].startswith("/_matrix/client/v1/media/download/")
 
     # The tables are back: the counters are what they were, and counting goes on.
     assert counted(admin, user) == 2

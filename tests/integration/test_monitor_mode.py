@@ -10,13 +10,30 @@ import pytest
 from harness.homeserver import Homeserver
 from tests.integration.conftest import running_homeserver
 
-GUARD = {
-    "mode": "monitor",
-    "public_room_joins": {
-        "limits": [{"window": "1h", "max": 2}],
-        "block_at": {"window": "1h", "max": 4},
-    },
-}
+RULES = {"limits": [{"window": "1h", "max": 2}], "block_at": {"window": "1h", "max": 4}}
+GUARD = {"mode": "monitor", "public_room_joins": RULES, "media_downloads": RULES}
+# Joins 3, 5 and 6 would have been denied (two served in the hour), attempt 4 would
+# have blocked the account, and the count towards a block started over then.
+WOULD_BE = [
+    ("would_deny", 2, "success"),
+    ("would_block", 4, "success"),
+    ("would_deny", 2, "success"),
+    ("would_deny", 2, "success"),
+]
+
+
+def decisions(
+    server: Homeserver, user_id: str, control: str
+) -> list[tuple[str, int, str]]:
+    return [
+        (
+            event["event"]["action"],
+            event["tchap_guard"]["count"],
+            event["event"]["outcome"],
+        )
+        for event in server.events_about(user_id)
+        if event.get("tchap_guard", {}).get("control") == control
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +96,13 @@ def test_monitor_mode_denies_nothing_and_reports_what_it_would_do(
     ]
     # Would-be denials do not fill the limits, exactly as real ones would not.
     assert view["counters"]["public_room_joins"]["limits"][0]["count"] == 2
+
+
+def test_monitor_mode_serves_every_download_and_reports_what_it_would_do(
+    server: Homeserver,
+) -> None:
+    user = server.register()
+    mxc = server.register().upload(b"a file")
+    assert [user.download(mxc).status_code for _ in range(6)] == [200] * 6
+    assert decisions(server, user.user_id, "media_downloads") == WOULD_BE
+    assert user.whoami().status_code == 200

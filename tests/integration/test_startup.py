@@ -55,9 +55,18 @@ def test_an_empty_config_runs_with_the_documented_defaults(tmp_path: Path) -> No
                 "limits": [{"window": "1h", "max": 10}, {"window": "1d", "max": 30}],
                 "block_at": {"window": "1d", "max": 60},
             },
+            "media_downloads": {
+                "limits": [
+                    {"window": "1m", "max": 120},
+                    {"window": "1h", "max": 1000, "max_bytes": "2G"},
+                    {"window": "1d", "max": 4000, "max_bytes": "10G"},
+                ],
+                "block_at": {"window": "1h", "max": 3000},
+            },
             "blocking": {"duration": "1d", "end_sessions": True},
             "retention": "90d",
         }
+        assert started["tchap_guard"]["warnings"] == []
         assert started["tchap_guard"]["synapse_version"].startswith("1.163.")
         assert started["service"]["node"]["name"] == "main"
         owner, user = server.register(), server.register()
@@ -65,3 +74,30 @@ def test_an_empty_config_runs_with_the_documented_defaults(tmp_path: Path) -> No
         assert statuses == [200] * 10 + [429]
     finally:
         server.destroy()
+
+
+def test_start_up_warns_about_media_served_without_an_account(tmp_path: Path) -> None:
+    server = Homeserver(tmp_path, settings={"enable_authenticated_media": False})
+    try:
+        server.start()
+        legacy = server.register().upload(b"uploaded while media needed no account")
+        assert "enable_authenticated_media is off" in started_warnings(server)
+        assert "enable_authenticated_media is off" in server.output()
+        # The legacy endpoint serves it to anyone, with no account to count against.
+        server_name, media_id = legacy.removeprefix("mxc://").split("/")
+        anyone = server.http.get(
+            server.url(f"/_matrix/media/v3/download/{server_name}/{media_id}")
+        )
+        assert anyone.status_code == 200
+
+        server.config["enable_authenticated_media"] = True
+        server.restart()
+        assert "1 media files predate authenticated media" in started_warnings(server)
+        assert "refuse those paths at the reverse proxy" in server.output()
+    finally:
+        server.destroy()
+
+
+def started_warnings(server: Homeserver) -> str:
+    started = [e for e in server.events() if e["event"]["action"] == "started"][-1]
+    return " ".join(started["tchap_guard"]["warnings"])

@@ -11,6 +11,7 @@ from synapse.module_api.errors import ConfigError
 
 from synapse_tchap_guard.config import (
     DAY_MS,
+    DEFAULT_MEDIA_DOWNLOADS,
     DEFAULT_PUBLIC_ROOM_JOINS,
     HOUR_MS,
     BlockingConfig,
@@ -60,9 +61,18 @@ def test_the_example_homeserver_config_parses_to_what_it_says() -> None:
             "limits": [{"window": "1h", "max": 10}, {"window": "1d", "max": 30}],
             "block_at": {"window": "1d", "max": 60},
         },
+        "media_downloads": {
+            "limits": [
+                {"window": "1m", "max": 120},
+                {"window": "1h", "max": 1000, "max_bytes": "2G"},
+                {"window": "1d", "max": 4000, "max_bytes": "10G"},
+            ],
+            "block_at": {"window": "1h", "max": 3000},
+        },
         "blocking": {"duration": "1d", "end_sessions": True},
         "retention": "90d",
     }
+    assert config.media_downloads == DEFAULT_MEDIA_DOWNLOADS
 
 
 def test_keys_not_given_keep_their_defaults_and_null_disables() -> None:
@@ -189,6 +199,16 @@ def test_durations_are_spelled_back_the_short_way() -> None:
             ["unknown key 'max_bytes'"],
         ),
         (
+            {"media_downloads": {"limits": [{"window": "1h", "max_bytes": "2X"}]}},
+            ("media_downloads", "limits", "0", "max_bytes"),
+            ["'2X' is not a size", "500K, 20M, 2G, 1T"],
+        ),
+        (
+            {"media_downloads": {"limits": [{"window": "1h"}]}},
+            ("media_downloads", "limits", "0"),
+            ["every limit needs max (or max_bytes)"],
+        ),
+        (
             {"public_room_joins": {"block_at": {"window": "1d"}}},
             ("public_room_joins", "block_at"),
             ["needs a window and a max"],
@@ -230,3 +250,26 @@ def test_a_wrong_key_names_itself_and_what_is_accepted(
     assert error.msg.startswith(".".join(path) or "config")
     for word in words:
         assert word in error.msg
+
+
+def test_media_limits_may_count_files_bytes_or_both() -> None:
+    config = parse_config(
+        {
+            "media_downloads": {
+                "limits": [
+                    {"window": "1m", "max": 60},
+                    {"window": "1h", "max": 600, "max_bytes": "2G"},
+                    {"window": "1d", "max_bytes": "500M"},
+                ],
+                "block_at": {"window": "1h", "max": 2000},
+            }
+        }
+    )
+    assert config.media_downloads == Quota(
+        limits=(
+            Limit(60_000, max=60),
+            Limit(HOUR_MS, max=600, max_bytes=2 * 1024**3),
+            Limit(DAY_MS, max_bytes=500 * 1024**2),
+        ),
+        block_at=Threshold(HOUR_MS, 2000),
+    )
