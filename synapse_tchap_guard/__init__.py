@@ -11,8 +11,10 @@ import logging
 from typing import Any
 
 from synapse.module_api import ModuleApi
+from twisted.internet import defer, reactor
 
 from synapse_tchap_guard import _synapse_internals as internals
+from synapse_tchap_guard import live_counts
 from synapse_tchap_guard.admin_api import PREFIX as ADMIN_PREFIX
 from synapse_tchap_guard.admin_api import AdminResource
 from synapse_tchap_guard.audit import AuditEvent, AuditLog
@@ -56,6 +58,8 @@ class TchapGuard:
         joins = JoinGate(context, QuotaGate(context, blocking, joins_control))
         media = MediaGate(context, QuotaGate(context, blocking, media_control))
         internals.watch_media_responses(media.on_media_response)
+        self._live_counts = [media.counts]
+        blocking.on_counters_reset.append(media.counts.forget)
 
         api.register_spam_checker_callbacks(
             user_may_join_room=joins.user_may_join_room,
@@ -67,7 +71,8 @@ class TchapGuard:
             ).is_user_expired
         )
         api.register_web_resource(
-            ADMIN_PREFIX, AdminResource(context, blocking, self._controls)
+            ADMIN_PREFIX,
+            AdminResource(context, blocking, self._controls, self._live_counts),
         )
         api.run_as_background_process("tchap_guard_start", self._start)
 
@@ -90,6 +95,14 @@ class TchapGuard:
         api.looping_background_call(
             self._blocking.reload, RELOAD_BLOCKS_MS, run_on_all_instances=True
         )
+        for counts in self._live_counts:
+            api.looping_background_call(
+                counts.sync, live_counts.FLUSH_MS, run_on_all_instances=True
+            )
+        # The reactor waits for the Deferred: what was counted is written before exit.
+        # (Twisted's interface confuses mypy about `self`, hence the Any.)
+        core: Any = reactor
+        core.addSystemEventTrigger("before", "shutdown", self._flush_at_shutdown)
         if api.should_run_background_tasks():
             api.looping_background_call(self._blocking.expire, EXPIRE_BLOCKS_MS)
             api.looping_background_call(self._prune, PRUNE_MS)
@@ -108,6 +121,13 @@ class TchapGuard:
                 },
             )
         )
+
+    def _flush_at_shutdown(self) -> defer.Deferred[None]:
+        async def flush_all() -> None:
+            for counts in self._live_counts:
+                await counts.flush()
+
+        return self._api.run_as_background_process("tchap_guard_flush", flush_all)
 
     async def _unauthenticated_media_warnings(self) -> list[str]:
         """Media served without an account escapes the download quotas: say so."""

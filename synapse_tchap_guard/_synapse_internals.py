@@ -17,10 +17,15 @@ import attr
 import synapse.media._base as media_base
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
-from synapse.logging.context import ContextRequest, current_context
+from synapse.logging.context import (
+    ContextRequest,
+    PreserveLoggingContext,
+    current_context,
+)
 from synapse.module_api import LoggingTransaction, ModuleApi, SynapseRequest
 from synapse.storage.engines import PostgresEngine
 from synapse.storage.engines._base import IsolationLevel
+from twisted.internet import defer
 from twisted.web.server import Request
 
 from synapse_tchap_guard.audit import RequestInfo
@@ -105,6 +110,14 @@ def authenticating(request: ContextRequest | None) -> TypeGuard[ContextRequest]:
     lookups, pushers), where the requester is already known or there is no request.
     """
     return request is not None and request.requester is None
+
+
+def wake(waiter: defer.Deferred[Any], result: Any = None) -> None:
+    """Fire a Deferred others wait on, keeping each side's logging context, as Synapse's
+    own `ObservableDeferred` does (its waiters use `make_deferred_yieldable`)."""
+    if not waiter.called:
+        with PreserveLoggingContext():
+            waiter.callback(result)
 
 
 def request_info(request: ContextRequest | None) -> RequestInfo | None:

@@ -7,8 +7,8 @@ naming the admin, reads included: an account's recent actions are personal data.
 
 from __future__ import annotations
 
+import re
 from typing import Any
-from urllib.parse import unquote
 
 from synapse.module_api import (
     DirectServeJsonResource,
@@ -27,6 +27,7 @@ from synapse_tchap_guard.blocks import Blocking, describe_block
 from synapse_tchap_guard.config import format_duration, is_user_id, parse_duration
 from synapse_tchap_guard.context import GuardContext
 from synapse_tchap_guard.gates.quota import Control
+from synapse_tchap_guard.live_counts import LiveCounts
 from synapse_tchap_guard.store import AlreadyBlocked
 
 PREFIX = "/_synapse/client/tchap_guard/admin/v1"
@@ -34,19 +35,25 @@ DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 MAX_REASON = 1000
 RECENT = 50
+_DIGITS = re.compile("[0-9]+")
 
 
 class AdminResource(DirectServeJsonResource):
     isLeaf = True
 
     def __init__(
-        self, context: GuardContext, blocking: Blocking, controls: list[Control]
+        self,
+        context: GuardContext,
+        blocking: Blocking,
+        controls: list[Control],
+        live_counts: list[LiveCounts],
     ) -> None:
         super().__init__()
         self._context = context
         self._api: ModuleApi = context.api
         self._blocking = blocking
         self._controls = controls
+        self._live_counts = live_counts
 
     async def _async_render_GET(self, request: SynapseRequest) -> tuple[int, JsonDict]:
         admin = await self._authenticate(request)
@@ -85,6 +92,8 @@ class AdminResource(DirectServeJsonResource):
     async def _show_account(self, user_id: str, admin: str) -> JsonDict:
         context = self._context
         store = context.store
+        for counts in self._live_counts:  # what this process counted, in the tables
+            await counts.flush()
         now = context.now()
         block = await store.block_in_force(user_id, now)
         marks = await store.account_marks(user_id)
@@ -93,7 +102,9 @@ class AdminResource(DirectServeJsonResource):
             quota = control.quota
             since = max(now - quota.longest_window_ms, marks.counters_reset_ts)
             history = await store.history(user_id, control.name, since)
-            usage = policy.usage(quota, history, now, marks.escalation_reset_ts)
+            usage = policy.usage(
+                quota, policy.History.of(history), now, marks.escalation_reset_ts
+            )
             counters[control.name] = _describe_usage(usage)
         attempts = await store.recent_attempts(user_id, RECENT)
         await self._audit_view(admin, user_id, "account")
@@ -208,11 +219,15 @@ class AdminResource(DirectServeJsonResource):
 
 
 def _route(request: SynapseRequest) -> list[str]:
-    return [
-        unquote(segment.decode("utf-8"))
-        for segment in request.postpath or ()
-        if segment
-    ]
+    """The path below the API's prefix, one string a segment (Twisted unquoted them)."""
+    try:
+        return [
+            segment.decode("utf-8") for segment in request.postpath or () if segment
+        ]
+    except UnicodeDecodeError:
+        raise SynapseError(
+            400, "The path is not valid UTF-8", Codes.INVALID_PARAM
+        ) from None
 
 
 def _unknown_endpoint(request: SynapseRequest) -> SynapseError:
@@ -226,7 +241,7 @@ def _int_arg(
     if not values:
         return default
     raw = values[0].decode("utf-8", "replace")
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not _DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
         raise SynapseError(
             400,
             f"{name}: {raw!r} is not a whole number from {low} to {high}",

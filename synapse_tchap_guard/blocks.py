@@ -11,7 +11,7 @@ cannot answer leaves the last known blocks in force.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Literal
 
 from synapse.module_api import NOT_SPAM
@@ -74,6 +74,8 @@ class Blocking:
         self._context = context
         self.registry = registry
         self._reload_failing = False
+        # Called with an account whose counters an admin reset, for what counts in memory.
+        self.on_counters_reset: list[Callable[[str], None]] = []
 
     def new_block(self, control: str, reason: str, now: int) -> NewBlock:
         duration = self._context.config.blocking.duration_ms
@@ -84,11 +86,19 @@ class Blocking:
             until_ts=now + duration if duration else None,
         )
 
-    async def enforce(self, block: Block, request: RequestInfo | None) -> None:
-        """Make a block just stored take effect here, and end the account's sessions."""
+    def enforce(self, block: Block, request: RequestInfo | None) -> None:
+        """Make a block just stored take effect here, and end the account's sessions.
+
+        Sessions end in the background: the caller may hold a room's membership lock,
+        and this process refuses the account from now on anyway.
+        """
         self.registry.remember(block, self._context.now())
-        if not self._context.config.blocking.end_sessions:
-            return
+        if self._context.config.blocking.end_sessions:
+            self._context.api.run_as_background_process(
+                "tchap_guard_end_sessions", self._end_sessions, block, request
+            )
+
+    async def _end_sessions(self, block: Block, request: RequestInfo | None) -> None:
         try:
             await internals.end_all_sessions(self._context.api, block.user_id)
         except Exception:
@@ -147,7 +157,7 @@ class Blocking:
 
         block = await context.store.open_block(user_id, new, now, events)
         context.emit(events(block))
-        await self.enforce(block, request)
+        self.enforce(block, request)
         return block
 
     async def unblock_by_admin(
@@ -173,7 +183,10 @@ class Blocking:
 
         lifted = await context.store.lift_block(user_id, admin, reason, now, events)
         if lifted is not None:
-            self.registry.forget(user_id, now)
+            # Stamped after the commit, so that a reload begun before it cannot undo it.
+            self.registry.forget(user_id, context.now())
+            for forget_counts in self.on_counters_reset:
+                forget_counts(user_id)
             context.emit(events(lifted))
         return lifted
 

@@ -35,6 +35,8 @@ _SIZE_UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 _USER_ID = re.compile(r"^@[^:\s]+:[^\s]+$")
 
 DURATION_HELP = "use a number of milliseconds or 30s, 10m, 1h, 1d, 1w, 1y"
+# Longer is surely a typo, and would not fit the timestamps the guard stores.
+MAX_DURATION_MS = 100 * 365 * DAY_MS
 SIZE_HELP = "use a number of bytes or 500K, 20M, 2G, 1T"
 
 
@@ -118,14 +120,19 @@ def parse_config(raw: Any) -> GuardConfig:
 
 def parse_duration(value: Any, path: tuple[str, ...]) -> int:
     """Milliseconds from `30s`, `10m`, `1h`, `1d`... or a bare number of ms, as Synapse."""
+    ms = None
     if type(value) is int and value >= 0:
-        return value
-    if isinstance(value, str):
-        match = re.fullmatch(r"\s*(\d+)\s*([smhdwy]?)\s*", value)
+        ms = value
+    elif isinstance(value, str):
+        match = re.fullmatch(r"\s*([0-9]+)\s*([smhdwy]?)\s*", value)
         if match:
             number, unit = match.groups()
-            return int(number) * (_DURATION_UNITS[unit] if unit else 1)
-    raise _error(path, f"{value!r} is not a duration ({DURATION_HELP})")
+            ms = int(number) * (_DURATION_UNITS[unit] if unit else 1)
+    if ms is None:
+        raise _error(path, f"{value!r} is not a duration ({DURATION_HELP})")
+    if ms > MAX_DURATION_MS:
+        raise _error(path, f"{value!r} is too long (at most 100y)")
+    return ms
 
 
 def parse_size(value: Any, path: tuple[str, ...]) -> int:
@@ -133,7 +140,7 @@ def parse_size(value: Any, path: tuple[str, ...]) -> int:
     if type(value) is int and value >= 0:
         return value
     if isinstance(value, str):
-        match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)\s*", value)
+        match = re.fullmatch(r"\s*([0-9]+)\s*([KMGT]?)\s*", value)
         if match:
             number, unit = match.groups()
             return int(number) * (_SIZE_UNITS[unit] if unit else 1)

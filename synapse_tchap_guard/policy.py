@@ -7,8 +7,11 @@ and the same rules serve the gates, the admin API and the tests.
 
 from __future__ import annotations
 
+import bisect
 import enum
-from collections.abc import Callable, Iterable, Sequence
+import itertools
+from collections.abc import Iterable
+from typing import Protocol
 
 import attr
 
@@ -45,14 +48,27 @@ class Quota:
         return max(windows, default=0)
 
 
-@attr.frozen
-class Attempt:
-    """One attempt already recorded for the account.
+class AttemptLike(Protocol):
+    """One attempt already recorded for the account, as the policy needs to see it.
 
     `served` is False for attempts that were refused (or would have been, in monitor
     mode): they count towards the block threshold but not towards the limits, so that
     monitor mode measures exactly what enforce mode would do.
     """
+
+    @property
+    def ts(self) -> int: ...
+
+    @property
+    def served(self) -> bool: ...
+
+    @property
+    def bytes(self) -> int: ...
+
+
+@attr.frozen
+class Attempt:
+    """An attempt as stored."""
 
     ts: int
     served: bool
@@ -105,7 +121,7 @@ class Decision(enum.Enum):
 
     @property
     def served(self) -> bool:
-        """Whether the attempt counts towards the limits (see `Attempt.served`)."""
+        """Whether the attempt counts towards the limits (see `AttemptLike.served`)."""
         return self is Decision.ALLOW
 
     @property
@@ -127,75 +143,156 @@ def apply_mode(verdict: Verdict, enforcing: bool) -> Decision:
     return Decision.BLOCK if enforcing else Decision.WOULD_BLOCK
 
 
+class History:
+    """An account's recent attempts and served bytes, in time order, with running totals.
+
+    Counting the attempts, served attempts or served bytes of any window is a binary
+    search, so judging an account that made thousands of attempts costs no more than
+    judging one that made three. Bytes are recorded when a response has been sent;
+    only served attempts' bytes count, as only served attempts fill the limits.
+    """
+
+    def __init__(self) -> None:
+        self._times: list[int] = []
+        self._served: list[bool] = []
+        self._served_before: list[int] = [0]  # served attempts among the first i
+        self._byte_times: list[int] = []
+        self._sizes: list[int] = []
+        self._bytes_before: list[int] = [0]  # bytes among the first i records
+
+    @classmethod
+    def of(cls, attempts: Iterable[AttemptLike]) -> History:
+        history = cls()
+        for attempt in sorted(attempts, key=_by_ts):
+            history.add_attempt(attempt.ts, attempt.served)
+            if attempt.served and attempt.bytes:
+                history.add_bytes(attempt.ts, attempt.bytes)
+        return history
+
+    def add_attempt(self, ts: int, served: bool) -> None:
+        if self._times and ts < self._times[-1]:
+            index = bisect.bisect_right(self._times, ts)
+            self._times.insert(index, ts)
+            self._served.insert(index, served)
+            self._served_before = list(itertools.accumulate(self._served, initial=0))
+            return
+        self._times.append(ts)
+        self._served.append(served)
+        self._served_before.append(self._served_before[-1] + served)
+
+    def add_bytes(self, ts: int, size: int) -> None:
+        if self._byte_times and ts < self._byte_times[-1]:
+            index = bisect.bisect_right(self._byte_times, ts)
+            self._byte_times.insert(index, ts)
+            self._sizes.insert(index, size)
+            self._bytes_before = list(itertools.accumulate(self._sizes, initial=0))
+            return
+        self._byte_times.append(ts)
+        self._sizes.append(size)
+        self._bytes_before.append(self._bytes_before[-1] + size)
+
+    def forget_before(self, start: int) -> None:
+        """Drop the records no window reaching back to `start` needs any more."""
+        kept = bisect.bisect_right(self._times, start)
+        if kept:
+            self._times, self._served = self._times[kept:], self._served[kept:]
+            self._served_before = list(itertools.accumulate(self._served, initial=0))
+        kept = bisect.bisect_right(self._byte_times, start)
+        if kept:
+            self._byte_times, self._sizes = self._byte_times[kept:], self._sizes[kept:]
+            self._bytes_before = list(itertools.accumulate(self._sizes, initial=0))
+
+    def __len__(self) -> int:
+        return len(self._times)
+
+    def attempts_after(self, start: int) -> int:
+        return len(self._times) - bisect.bisect_right(self._times, start)
+
+    def served_after(self, start: int) -> int:
+        index = bisect.bisect_right(self._times, start)
+        return self._served_before[-1] - self._served_before[index]
+
+    def bytes_after(self, start: int) -> int:
+        index = bisect.bisect_right(self._byte_times, start)
+        return self._bytes_before[-1] - self._bytes_before[index]
+
+    def served_times_after(self, start: int) -> list[int]:
+        index = bisect.bisect_right(self._times, start)
+        times, served = self._times[index:], self._served[index:]
+        return [t for t, s in zip(times, served, strict=True) if s]
+
+    def byte_records_after(self, start: int) -> list[tuple[int, int]]:
+        index = bisect.bisect_right(self._byte_times, start)
+        return list(zip(self._byte_times[index:], self._sizes[index:], strict=True))
+
+
 def evaluate(
-    quota: Quota, history: Sequence[Attempt], now: int, escalation_since: int = 0
+    quota: Quota, history: History, now: int, escalation_since: int = 0
 ) -> Verdict:
     """Judge one more attempt made at `now`, given the account's earlier attempts.
 
     The block threshold comes first: the attempt that brings the number of attempts in
     its window (counting only those after `escalation_since`, the last block) to
     `block_at.max` blocks the account. Otherwise a limit whose window is already full
-    denies the attempt, with the delay after which it would pass.
+    denies the attempt, with the delay after which it would pass. An attempt made
+    exactly one window ago has just left that window.
     """
     block_at = quota.block_at
     if block_at is not None:
         start = max(now - block_at.window_ms, escalation_since)
-        attempts = 1 + sum(1 for a in history if a.ts > start)
+        attempts = 1 + history.attempts_after(start)
         if attempts >= block_at.max:
             return Verdict(Outcome.BLOCK, block_at, Measure.ATTEMPTS, attempts)
 
-    denials = [
-        d for d in (_judge_limit(limit, history, now) for limit in quota.limits) if d
-    ]
+    full = [limit for limit in quota.limits if _is_full(limit, history, now)]
+    if not full:
+        return ALLOW  # the common case, kept cheap: a few binary searches
     # Several full windows: the longest wait is the one after which the attempt passes.
-    return max(denials, key=_wait, default=ALLOW)
+    denials = [d for d in (_judge_limit(limit, history, now) for limit in full) if d]
+    return max(denials, key=_wait)
 
 
-def _judge_limit(limit: Limit, history: Sequence[Attempt], now: int) -> Verdict | None:
-    served = served_in_window(history, limit.window_ms, now)
-    if limit.max is not None and len(served) >= limit.max:
-        wait = _wait_until_below(served, limit, now, limit.max, lambda a: 1)
-        return Verdict(Outcome.DENY, limit, Measure.ATTEMPTS, len(served), wait)
+def _is_full(limit: Limit, history: History, now: int) -> bool:
+    start = now - limit.window_ms
+    if limit.max is not None and history.served_after(start) >= limit.max:
+        return True
+    return limit.max_bytes is not None and history.bytes_after(start) >= limit.max_bytes
+
+
+def _judge_limit(limit: Limit, history: History, now: int) -> Verdict | None:
+    """A denial if the window is full by count or by bytes, with the longer wait."""
+    start = now - limit.window_ms
+    denials = []
+    if limit.max is not None:
+        served = history.served_after(start)
+        if served >= limit.max:
+            records = [(t, 1) for t in history.served_times_after(start)]
+            wait = _wait_until_below(records, limit.window_ms, now, limit.max)
+            denials.append(Verdict(Outcome.DENY, limit, Measure.ATTEMPTS, served, wait))
     if limit.max_bytes is not None:
-        total = sum(a.bytes for a in served)
+        total = history.bytes_after(start)
         if total >= limit.max_bytes:
-            wait = _wait_until_below(
-                served, limit, now, limit.max_bytes, lambda a: a.bytes
-            )
-            return Verdict(Outcome.DENY, limit, Measure.BYTES, total, wait)
-    return None
+            records = history.byte_records_after(start)
+            wait = _wait_until_below(records, limit.window_ms, now, limit.max_bytes)
+            denials.append(Verdict(Outcome.DENY, limit, Measure.BYTES, total, wait))
+    return max(denials, key=_wait, default=None)
 
 
 def _wait(verdict: Verdict) -> int:
     return verdict.retry_after_ms or 0
 
 
-def served_in_window(
-    history: Iterable[Attempt], window_ms: int, now: int
-) -> list[Attempt]:
-    """The served attempts still inside the window ending at `now`, oldest first.
-
-    An attempt made exactly `window_ms` ago has just left the window.
-    """
-    start = now - window_ms
-    return sorted((a for a in history if a.served and a.ts > start), key=_by_ts)
-
-
 def _wait_until_below(
-    served: list[Attempt],
-    limit: Limit,
-    now: int,
-    ceiling: int,
-    weight: Callable[[Attempt], int],
+    records: list[tuple[int, int]], window_ms: int, now: int, ceiling: int
 ) -> int:
-    """How long until enough of the oldest attempts leave the window to go under `ceiling`."""
-    remaining = sum(weight(a) for a in served)
-    for attempt in served:
-        remaining -= weight(attempt)
+    """How long until enough of the oldest records leave the window to go under `ceiling`."""
+    remaining = sum(weight for _, weight in records)
+    for ts, weight in records:
+        remaining -= weight
         if remaining < ceiling:
-            return max(1, attempt.ts + limit.window_ms - now)
+            return max(1, ts + window_ms - now)
     # Unreachable when the window was full, as emptying it gets below any ceiling > 0.
-    return limit.window_ms
+    return window_ms
 
 
 @attr.frozen
@@ -208,21 +305,19 @@ class WindowUsage:
 
 
 def usage(
-    quota: Quota, history: Sequence[Attempt], now: int, escalation_since: int = 0
+    quota: Quota, history: History, now: int, escalation_since: int = 0
 ) -> list[WindowUsage]:
     """The account's standing against every rule of a control, as `evaluate` counts it."""
     report = []
     for limit in quota.limits:
-        served = served_in_window(history, limit.window_ms, now)
-        total_bytes = sum(a.bytes for a in served) if limit.max_bytes else None
-        report.append(WindowUsage(limit, len(served), total_bytes))
+        start = now - limit.window_ms
+        total_bytes = history.bytes_after(start) if limit.max_bytes else None
+        report.append(WindowUsage(limit, history.served_after(start), total_bytes))
     if quota.block_at is not None:
         start = max(now - quota.block_at.window_ms, escalation_since)
-        report.append(
-            WindowUsage(quota.block_at, sum(1 for a in history if a.ts > start))
-        )
+        report.append(WindowUsage(quota.block_at, history.attempts_after(start)))
     return report
 
 
-def _by_ts(attempt: Attempt) -> int:
+def _by_ts(attempt: AttemptLike) -> int:
     return attempt.ts

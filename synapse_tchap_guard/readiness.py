@@ -2,13 +2,20 @@
 
 A module's `__init__` cannot wait for the database, so the schema is prepared in the
 background while Synapse finishes starting. The few requests that may arrive before
-it is done wait here, briefly; past the timeout `on_error` decides for them.
+it is done wait here, briefly. If that ever takes longer than `WAIT_SECONDS`, the
+guard stops making requests wait until it is ready (and says so in its log).
 """
 
 from __future__ import annotations
 
+import logging
+
 from synapse.module_api import make_deferred_yieldable
 from twisted.internet import defer, reactor
+
+from synapse_tchap_guard import _synapse_internals as internals
+
+logger = logging.getLogger(__name__)
 
 WAIT_SECONDS = 10
 
@@ -16,24 +23,31 @@ WAIT_SECONDS = 10
 class Readiness:
     def __init__(self) -> None:
         self.ready = False
+        self._gave_up = False
         self._waiters: list[defer.Deferred[None]] = []
 
     def set_ready(self) -> None:
         self.ready = True
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
-            if not waiter.called:
-                waiter.callback(None)
+            internals.wake(waiter)
 
     async def wait(self) -> bool:
-        """Wait until ready; False if that took longer than `WAIT_SECONDS`."""
+        """Wait until ready; False if not ready within `WAIT_SECONDS` (or before)."""
         if self.ready:
             return True
+        if self._gave_up:
+            return False
         waiter: defer.Deferred[None] = defer.Deferred()
         waiter.addTimeout(WAIT_SECONDS, reactor)
         self._waiters.append(waiter)
         try:
             await make_deferred_yieldable(waiter)
         except defer.TimeoutError:
+            if not self._gave_up:
+                logger.error("tchap_guard is not ready after %ss", WAIT_SECONDS)
+            self._gave_up = True
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
             return False
         return True

@@ -27,11 +27,14 @@ class RequestGate:
 
     async def is_user_expired(self, user_id: str) -> bool | None:
         """Refuse a blocked account's requests; None lets other modules decide."""
-        if not self._readiness.ready and not await self._readiness.wait():
-            self._unsure(user_id)
-            return None
-        block = self._registry.in_force(user_id, self._context.now())
         request = internals.current_request()
+        if self._readiness.ready or await self._readiness.wait():
+            block = self._registry.in_force(user_id, self._context.now())
+        else:
+            # The blocks could not be loaded, so none is known (the log says why).
+            # Gated actions still follow `on_error`; the rest goes on: a broken guard
+            # must not take the whole homeserver down.
+            block = None
         if not internals.authenticating(request):
             # Pushers and account-status lookups: a blocked account is not served.
             return True if block is not None else None
@@ -40,12 +43,3 @@ class RequestGate:
         if self._media.active and MediaGate.concerns(request):
             await self._media.check(user_id, request)
         return None
-
-    def _unsure(self, user_id: str) -> None:
-        """The blocks could not be loaded yet: `on_error` decides (raises to deny)."""
-        request = internals.current_request()
-        if not internals.authenticating(request):
-            return
-        info = internals.request_info(request)
-        if not self._context.database_trouble(user_id, "blocks", info):
-            raise responses.guard_unavailable()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import attr
 from synapse.module_api import LoggingTransaction, ModuleApi
@@ -34,8 +34,11 @@ _MIGRATIONS: list[list[str]] = [
             user_id TEXT NOT NULL PRIMARY KEY,
             counters_reset_ts BIGINT NOT NULL DEFAULT 0,
             escalation_reset_ts BIGINT NOT NULL DEFAULT 0,
+            marks_changed_ts BIGINT NOT NULL DEFAULT 0,
             last_attempt_ts BIGINT NOT NULL DEFAULT 0
         )""",
+        """CREATE INDEX IF NOT EXISTS tchap_guard_accounts_by_marks_change
+            ON tchap_guard_accounts (marks_changed_ts)""",
         """CREATE TABLE IF NOT EXISTS tchap_guard_attempts (
             id {serial},
             user_id TEXT NOT NULL,
@@ -43,7 +46,8 @@ _MIGRATIONS: list[list[str]] = [
             ts BIGINT NOT NULL,
             decision TEXT NOT NULL,
             bytes BIGINT NOT NULL DEFAULT 0,
-            target TEXT
+            target TEXT,
+            node TEXT NOT NULL DEFAULT ''
         )""",
         """CREATE INDEX IF NOT EXISTS tchap_guard_attempts_by_account
             ON tchap_guard_attempts (user_id, control, ts)""",
@@ -145,6 +149,17 @@ class StoredAttempt:
     decision: str
     bytes: int
     target: str | None
+
+
+class AttemptRecord(NamedTuple):
+    """An attempt counted in memory, on its way to the database (see live_counts)."""
+
+    user_id: str
+    control: str
+    ts: int
+    decision: str
+    target: str | None
+    bytes: int
 
 
 @attr.frozen
@@ -254,16 +269,16 @@ class GuardStore:
         ]
         ruling = decide(history, marks.escalation_reset_ts)
         txn.execute(
-            "INSERT INTO tchap_guard_attempts (user_id, control, ts, decision, target)"
-            " VALUES (?, ?, ?, ?, ?) RETURNING id",
-            (user_id, control, now, ruling.decision.value, target),
+            "INSERT INTO tchap_guard_attempts (user_id, control, ts, decision, target, node)"
+            " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            (user_id, control, now, ruling.decision.value, target, self._node),
         )
         attempt_id = int(_one(txn)[0])
         if ruling.decision.escalates:
             txn.execute(
-                "UPDATE tchap_guard_accounts SET escalation_reset_ts = ?"
-                " WHERE user_id = ?",
-                (now, user_id),
+                "UPDATE tchap_guard_accounts"
+                " SET escalation_reset_ts = ?, marks_changed_ts = ? WHERE user_id = ?",
+                (now, now, user_id),
             )
         opened = None
         if ruling.block is not None:
@@ -285,14 +300,104 @@ class GuardStore:
         counters_reset_ts, escalation_reset_ts = _one(txn)
         return AccountMarks(int(counters_reset_ts), int(escalation_reset_ts))
 
-    async def add_served_bytes(self, attempt_id: int, size: int) -> None:
-        await self._run(
-            "add_served_bytes",
-            lambda txn: txn.execute(
-                "UPDATE tchap_guard_attempts SET bytes = bytes + ? WHERE id = ?",
-                (size, attempt_id),
-            ),
+    # --- attempts counted in memory (live_counts) --------------------------------
+
+    async def load_history(
+        self, user_id: str, control: str, since: int
+    ) -> tuple[list[Attempt], AccountMarks]:
+        """The account's attempts after `since` (and its last reset), oldest first."""
+
+        def txn_func(txn: LoggingTransaction) -> tuple[list[Attempt], AccountMarks]:
+            marks = self._account_marks_txn(txn, user_id)
+            txn.execute(
+                "SELECT ts, decision, bytes FROM tchap_guard_attempts"
+                " WHERE user_id = ? AND control = ? AND ts > ? ORDER BY ts",
+                (user_id, control, max(since, marks.counters_reset_ts)),
+            )
+            history = [
+                Attempt(ts=ts, served=decision == Decision.ALLOW.value, bytes=size)
+                for ts, decision, size in txn.fetchall()
+            ]
+            return history, marks
+
+        result: tuple[list[Attempt], AccountMarks] = await self._run(
+            "load_history", txn_func
         )
+        return result
+
+    async def write_attempts(
+        self,
+        finished: Sequence[AttemptRecord],
+        unfinished: Sequence[AttemptRecord],
+        late_bytes: Sequence[tuple[int, int]],
+        events: Sequence[AuditEvent],
+    ) -> list[int]:
+        """Write a batch counted in memory: attempts whose response has finished (in
+        one statement), attempts still being answered (one by one, returning their
+        ids, for the bytes they send later), those later bytes, and the events."""
+
+        def txn_func(txn: LoggingTransaction) -> list[int]:
+            columns = "(user_id, control, ts, decision, target, bytes, node)"
+            rows = [(*record, self._node) for record in finished]
+            if internals.is_postgres(txn):  # one multi-row statement
+                txn.execute_values(
+                    f"INSERT INTO tchap_guard_attempts {columns} VALUES ?",
+                    rows,
+                    fetch=False,
+                )
+            else:
+                txn.execute_batch(
+                    f"INSERT INTO tchap_guard_attempts {columns} VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+            ids = []
+            for record in unfinished:
+                txn.execute(
+                    f"INSERT INTO tchap_guard_attempts {columns}"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                    (*record, self._node),
+                )
+                ids.append(int(_one(txn)[0]))
+            last_seen: dict[str, int] = {}
+            for record in (*finished, *unfinished):
+                last_seen[record.user_id] = max(
+                    record.ts, last_seen.get(record.user_id, 0)
+                )
+            txn.execute_batch(
+                "INSERT INTO tchap_guard_accounts (user_id, last_attempt_ts)"
+                " VALUES (?, ?) ON CONFLICT (user_id) DO UPDATE"
+                " SET last_attempt_ts = excluded.last_attempt_ts"
+                " WHERE excluded.last_attempt_ts > tchap_guard_accounts.last_attempt_ts",
+                sorted(last_seen.items()),  # always the same order: no deadlocks
+            )
+            txn.execute_batch(
+                "UPDATE tchap_guard_attempts SET bytes = bytes + ? WHERE id = ?",
+                [(size, attempt_id) for attempt_id, size in late_bytes],
+            )
+            self._insert_events_txn(txn, events)
+            return ids
+
+        result: list[int] = await self._run("write_attempts", txn_func)
+        return result
+
+    async def changed_accounts(self, control: str, since: int) -> set[str]:
+        """Accounts with attempts counted by another process, or counters reset, since."""
+
+        def txn_func(txn: LoggingTransaction) -> set[str]:
+            txn.execute(
+                "SELECT DISTINCT user_id FROM tchap_guard_attempts"
+                " WHERE ts > ? AND control = ? AND node <> ?",
+                (since, control, self._node),
+            )
+            changed = {user_id for (user_id,) in txn.fetchall()}
+            txn.execute(
+                "SELECT user_id FROM tchap_guard_accounts WHERE marks_changed_ts > ?",
+                (since,),
+            )
+            return changed | {user_id for (user_id,) in txn.fetchall()}
+
+        result: set[str] = await self._run("changed_accounts", txn_func)
+        return result
 
     # --- blocks ------------------------------------------------------------------
 
@@ -386,9 +491,9 @@ class GuardStore:
                 (now, lifted_by, reason, current.id),
             )
             txn.execute(
-                "UPDATE tchap_guard_accounts"
-                " SET counters_reset_ts = ?, escalation_reset_ts = ? WHERE user_id = ?",
-                (now, now, user_id),
+                "UPDATE tchap_guard_accounts SET counters_reset_ts = ?,"
+                " escalation_reset_ts = ?, marks_changed_ts = ? WHERE user_id = ?",
+                (now, now, now, user_id),
             )
             lifted = attr.evolve(
                 current, ended_ts=now, ended_by=lifted_by, end_reason=reason
@@ -452,17 +557,19 @@ class GuardStore:
     # --- what the admin API shows about an account ------------------------------
 
     async def account_marks(self, user_id: str) -> AccountMarks:
-        def txn_func(txn: LoggingTransaction) -> AccountMarks:
-            txn.execute(
-                "SELECT counters_reset_ts, escalation_reset_ts FROM tchap_guard_accounts"
-                " WHERE user_id = ?",
-                (user_id,),
-            )
-            row = txn.fetchone()
-            return AccountMarks(int(row[0]), int(row[1])) if row else AccountMarks()
-
-        result: AccountMarks = await self._run("account_marks", txn_func)
+        result: AccountMarks = await self._run(
+            "account_marks", self._account_marks_txn, user_id
+        )
         return result
+
+    def _account_marks_txn(self, txn: LoggingTransaction, user_id: str) -> AccountMarks:
+        txn.execute(
+            "SELECT counters_reset_ts, escalation_reset_ts FROM tchap_guard_accounts"
+            " WHERE user_id = ?",
+            (user_id,),
+        )
+        row = txn.fetchone()
+        return AccountMarks(int(row[0]), int(row[1])) if row else AccountMarks()
 
     async def history(self, user_id: str, control: str, since: int) -> list[Attempt]:
         def txn_func(txn: LoggingTransaction) -> list[Attempt]:

@@ -13,6 +13,7 @@ from typing import Literal
 from synapse.module_api import NOT_SPAM
 
 from synapse_tchap_guard import _synapse_internals as internals
+from synapse_tchap_guard import responses
 from synapse_tchap_guard.context import GuardContext
 from synapse_tchap_guard.gates.quota import QuotaGate
 
@@ -25,6 +26,7 @@ class JoinGate:
     def __init__(self, context: GuardContext, quota_gate: QuotaGate) -> None:
         self._context = context
         self._quota_gate = quota_gate
+        self.control = quota_gate.control.name
         quota = quota_gate.control.quota
         self._active = bool(quota.limits) or quota.block_at is not None
 
@@ -33,15 +35,20 @@ class JoinGate:
     ) -> Literal["NOT_SPAM"]:
         if not self._active or is_invited:
             return NOT_SPAM
-        if await self._context.is_exempt(user_id):
-            return NOT_SPAM
-        if not await self._join_counts(user_id, room_id):
-            return NOT_SPAM
         request = internals.request_info(internals.current_request())
-        await self._quota_gate.check(user_id, room_id, request)
+        try:
+            counts = await self._join_counts(user_id, room_id)
+        except Exception:
+            if self._context.database_trouble(user_id, self.control, request):
+                return NOT_SPAM
+            raise responses.guard_unavailable() from None
+        if counts:
+            await self._quota_gate.check(user_id, room_id, request)
         return NOT_SPAM
 
     async def _join_counts(self, user_id: str, room_id: str) -> bool:
+        if await self._context.is_exempt(user_id):
+            return False
         state = await self._context.api.get_room_state(
             room_id, [_CREATE, _JOIN_RULES, (_MEMBER, user_id)]
         )

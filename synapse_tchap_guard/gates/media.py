@@ -5,6 +5,10 @@ the per-request check sees the URL, while Synapse authenticates the request: bef
 any file is read or any remote server asked, so a refused download costs nothing.
 The bytes are added once the response is sent, as many as were really sent.
 
+Downloads are a hot path, so they are counted in memory and written behind
+(`live_counts`); only the attempt that would block the account is decided again in
+the database, exactly, like a join.
+
 Only the client media API carries an account (`/_matrix/client/v1/media/download`
 and `.../thumbnail`, local and remote media alike). Federation requests (another
 server fetching our media) never pass through here, and neither do the legacy
@@ -20,8 +24,11 @@ from urllib.parse import unquote
 from synapse.logging.context import ContextRequest
 
 from synapse_tchap_guard import _synapse_internals as internals
+from synapse_tchap_guard import policy, responses
 from synapse_tchap_guard.context import GuardContext
 from synapse_tchap_guard.gates.quota import QuotaGate
+from synapse_tchap_guard.live_counts import LiveAttempt, LiveCounts
+from synapse_tchap_guard.policy import Decision
 
 PREFIX = "/_matrix/client/v1/media/"
 _MEDIA = re.compile(
@@ -35,10 +42,11 @@ class MediaGate:
     def __init__(self, context: GuardContext, quota_gate: QuotaGate) -> None:
         self._context = context
         self._quota_gate = quota_gate
-        quota = quota_gate.control.quota
-        self.active = bool(quota.limits) or quota.block_at is not None
-        # request id -> the account and attempt to add the response's bytes to
-        self._pending: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        control = quota_gate.control
+        self.active = bool(control.quota.limits) or control.quota.block_at is not None
+        self.counts = LiveCounts(context, control.name, control.quota)
+        # request id -> the attempt its response's bytes belong to
+        self._pending: OrderedDict[str, LiveAttempt] = OrderedDict()
 
     @staticmethod
     def concerns(request: ContextRequest) -> bool:
@@ -47,32 +55,74 @@ class MediaGate:
     async def check(self, user_id: str, request: ContextRequest) -> None:
         """Count a download or thumbnail, or refuse it (raises)."""
         match = _MEDIA.match(request.url)
-        if match is None or await self._context.is_exempt(user_id):
+        if match is None:
+            return
+        context = self._context
+        now = context.now()
+        try:
+            account = self.counts.loaded(user_id, now) or await self.counts.account(
+                user_id
+            )
+        except Exception:
+            info = internals.request_info(request)
+            if context.database_trouble(user_id, self._quota_gate.control.name, info):
+                return
+            raise responses.guard_unavailable() from None
+        if account.exempt:
             return
         kind, server_name, media_id = match.groups()
         target = f"mxc://{unquote(server_name)}/{unquote(media_id)}"
-        attempt_id = await self._quota_gate.check(
-            user_id,
-            target,
-            internals.request_info(request),
-            details={"media": kind},
+        quota = self._quota_gate.control.quota
+        verdict = policy.evaluate(quota, account.history, now, account.escalation_since)
+        decision = policy.apply_mode(verdict, context.config.enforcing)
+        if decision is Decision.ALLOW:  # the common case: nothing to report
+            attempt = LiveAttempt(user_id, now, decision, target)
+            self.counts.record(account, attempt, ())
+            self._remember(request.request_id, attempt)
+            return
+        details = {"media": kind}
+        if decision.escalates:
+            await self._escalate(user_id, target, request, details)
+            return
+        info = internals.request_info(request)
+        events = self._quota_gate.events_for(
+            user_id, target, decision, verdict, None, now, info, details
         )
-        if attempt_id is not None:
-            self._pending[request.request_id] = (user_id, attempt_id)
-            while len(self._pending) > _PENDING_MAX:
-                self._pending.popitem(last=False)
+        # A refused download sends nothing: its attempt is finished already.
+        refused = decision is Decision.DENY
+        attempt = LiveAttempt(user_id, now, decision, target, finished=refused)
+        self.counts.record(account, attempt, events)
+        context.emit(events)
+        if refused:
+            raise responses.limit_exceeded(self._quota_gate.control.label, verdict)
+        self._remember(request.request_id, attempt)
+
+    async def _escalate(
+        self,
+        user_id: str,
+        target: str,
+        request: ContextRequest,
+        details: dict[str, str],
+    ) -> None:
+        """Decide the attempt that would block in the database, with every count in."""
+        await self.counts.flush()
+        self.counts.forget(user_id)
+        info = internals.request_info(request)
+        attempt_id = await self._quota_gate.check(user_id, target, info, details)
+        if attempt_id is not None:  # served after all (monitor mode): count its bytes
+            attempt = LiveAttempt(
+                user_id, self._context.now(), Decision.ALLOW, target, written=True
+            )
+            attempt.id = attempt_id
+            self._remember(request.request_id, attempt)
+
+    def _remember(self, request_id: str, attempt: LiveAttempt) -> None:
+        self._pending[request_id] = attempt
+        while len(self._pending) > _PENDING_MAX:
+            self._pending.popitem(last=False)
 
     def on_media_response(self, request_id: str, status: int, sent: int) -> None:
-        """Add the bytes a counted download really sent to its attempt."""
-        pending = self._pending.pop(request_id, None)
-        if pending is None or not 200 <= status < 300 or sent <= 0:
-            return
-        self._context.api.run_as_background_process(
-            "tchap_guard_media_bytes", self._add_bytes, *pending, sent
-        )
-
-    async def _add_bytes(self, user_id: str, attempt_id: int, sent: int) -> None:
-        try:
-            await self._context.store.add_served_bytes(attempt_id, sent)
-        except Exception:
-            self._context.database_trouble(user_id, "media_downloads", None)
+        """Give a counted download's attempt the bytes its response really sent."""
+        attempt = self._pending.pop(request_id, None)
+        if attempt is not None:
+            self.counts.finish(attempt, sent if 200 <= status < 300 else 0)

@@ -57,7 +57,9 @@ class QuotaGate:
         now = context.now()
 
         def decide(history: list[Attempt], escalation_since: int) -> Ruling:
-            verdict = policy.evaluate(quota, history, now, escalation_since)
+            verdict = policy.evaluate(
+                quota, policy.History.of(history), now, escalation_since
+            )
             decision = policy.apply_mode(verdict, context.config.enforcing)
             return Ruling(
                 decision=decision,
@@ -67,7 +69,7 @@ class QuotaGate:
                     if decision is Decision.BLOCK
                     else None
                 ),
-                describe=lambda block: self._events(
+                describe=lambda block: self.events_for(
                     user_id, target, decision, verdict, block, now, request, details
                 ),
             )
@@ -97,7 +99,7 @@ class QuotaGate:
         assert ruling is not None
         context.emit(judgement.events)
         if judgement.block is not None:
-            await self._blocking.enforce(judgement.block, request)
+            self._blocking.enforce(judgement.block, request)
             raise responses.account_blocked(judgement.block)
         if ruling.decision is Decision.DENY:
             raise responses.limit_exceeded(self.control.label, ruling.verdict)
@@ -113,7 +115,7 @@ class QuotaGate:
         window = format_duration(verdict.rule.window_ms)
         return f"too many {self.control.label}: {verdict.count} attempts in {window}"
 
-    def _events(
+    def events_for(
         self,
         user_id: str,
         target: str | None,
@@ -124,6 +126,7 @@ class QuotaGate:
         request: RequestInfo | None,
         details: Mapping[str, object] | None,
     ) -> tuple[AuditEvent, ...]:
+        """The events that report a decision (none for an allowed attempt)."""
         rule = verdict.rule
         if decision is Decision.ALLOW or rule is None:
             return ()

@@ -28,6 +28,8 @@ GUARD = {
     },
 }
 ADMIN = "/_synapse/client/tchap_guard/admin/v1"
+# Downloads are counted in memory and written twice a second.
+FLUSHED_S = 1.5
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +216,7 @@ def test_other_servers_fetching_our_media_are_not_counted_and_keep_working(
     # The reader is an admin over there, so that server's own guard lets it be.
     uploader, reader = here.register(), there.register(admin=True)
     ours = [uploader.upload(f"report {n}".encode()) for n in range(8)]
+    time.sleep(FLUSHED_S)  # what earlier tests counted is in the table now
     attempts_before = here.sql("SELECT COUNT(*) FROM tchap_guard_attempts")
 
     # More fetches than any of our limits allow one account: each one is a federation
@@ -222,4 +225,46 @@ def test_other_servers_fetching_our_media_are_not_counted_and_keep_working(
         response = reader.download(mxc)
         assert response.status_code == 200, response.text
 
+    time.sleep(FLUSHED_S)
     assert here.sql("SELECT COUNT(*) FROM tchap_guard_attempts") == attempts_before
+
+
+def test_a_burst_on_an_account_not_yet_loaded_gets_exactly_the_limit(
+    server: Homeserver, files: dict[str, str]
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    user = server.register()
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(
+            pool.map(lambda _: user.download(files["small"]).status_code, range(10))
+        )
+    assert sorted(statuses) == [200] * 4 + [429] * 6
+
+
+def test_an_unblocked_account_downloads_again_at_once(
+    server: Homeserver, admin: Account, files: dict[str, str]
+) -> None:
+    user = server.register()
+    statuses = [user.download(files["small"]).status_code for _ in range(12)]
+    assert statuses[-1] == 401
+    response = admin.post(
+        f"{ADMIN}/accounts/{quote(user.user_id)}/unblock", {"reason": "ok"}
+    )
+    assert response.status_code == 200
+    session = server.login(user.localpart).json()["access_token"]
+    user = Account(server, user.user_id, session, "")
+    assert [user.download(files["small"]).status_code for _ in range(5)] == [
+        200
+    ] * 4 + [429]
+
+
+def test_a_restart_loses_no_download_counted(
+    server: Homeserver, admin: Account, files: dict[str, str]
+) -> None:
+    user = server.register()
+    for _ in range(3):
+        assert user.download(files["small"]).status_code == 200
+    server.restart()  # at once: the counts are written on the way out
+    view = admin.get(f"{ADMIN}/accounts/{quote(user.user_id)}").json()
+    assert view["counters"]["media_downloads"]["limits"][1]["count"] == 3

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from harness.homeserver import Account, Homeserver
+from harness.homeserver import Account, Homeserver, wait_until
 from tests.integration.conftest import running_homeserver
 
 GUARD = {
@@ -64,6 +64,7 @@ def test_a_throttled_then_blocked_scraper_as_the_siem_sees_it(
     rooms = [owner.create_room() for _ in range(3)]
     assert [hostile_join(user, room).status_code for room in rooms] == [200, 429, 401]
     assert server.login(user.localpart).status_code == 403
+    wait_until(lambda: server.events_about(user.user_id, "sessions_ended"), timeout=5)
 
     deny, block, ended, refused = (
         server.events_about(user.user_id, action)

@@ -7,6 +7,7 @@ client API; the account is driven through both, one after the other and at once.
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
@@ -30,6 +31,7 @@ GUARD = {
         "limits": [{"window": "1h", "max": LIMIT}],
         "block_at": {"window": "1h", "max": BLOCK_AT},
     },
+    "media_downloads": {"limits": [{"window": "1h", "max": 6}], "block_at": None},
     "blocking": {"duration": "0", "end_sessions": False},
 }
 ADMIN = "/_synapse/client/tchap_guard/admin/v1"
@@ -185,3 +187,16 @@ def waiting_for_schema_lock(server: Homeserver) -> int:
         (SCHEMA_LOCK_KEY,),
     )
     return int(count)
+
+
+def test_downloads_through_either_process_are_seen_by_the_other_within_seconds(
+    cluster: tuple[Homeserver, Worker],
+) -> None:
+    server, worker = cluster
+    user = server.register()
+    mxc = server.register().upload(b"a file")
+    via_worker = worker.on(user)
+
+    assert [user.download(mxc).status_code for _ in range(4)] == [200] * 4
+    time.sleep(3.5)  # written within half a second, seen by the other within two more
+    assert [via_worker.download(mxc).status_code for _ in range(3)] == [200, 200, 429]

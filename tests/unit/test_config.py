@@ -239,6 +239,16 @@ def test_durations_are_spelled_back_the_short_way() -> None:
             ["is not a duration"],
         ),
         ({"retention": 0}, ("retention",), ["must be longer than zero"]),
+        (
+            {"blocking": {"duration": "10000y"}},
+            ("blocking", "duration"),
+            ["too long (at most 100y)"],
+        ),
+        (
+            {"blocking": {"duration": "²d"}},
+            ("blocking", "duration"),
+            ["is not a duration"],
+        ),
         ([1, 2], (), ["expected a mapping of keys, got list"]),
     ],
 )
