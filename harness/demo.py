@@ -83,15 +83,16 @@ def attack(server: Homeserver, room_count: int) -> None:
     view = admin.get(f"{ADMIN_API}/accounts/{quote(victim.user_id)}").json()
     block = view["block"]
     print(f"  blocked: {view['blocked']}, by {block['blocked_by']}: {block['reason']}")
-    for name, counters in view["counters"].items():
-        for limit in counters["limits"]:
-            print(
-                f"  {name}: {limit['count']}/{limit['max']} joins served in {limit['window']}"
-            )
-        threshold = counters["block_at"]
+    joins = view["counters"]["public_room_joins"]
+    for limit in joins["limits"]:
         print(
-            f"  {name}: {threshold['attempts']} attempts towards block_at in {threshold['window']}"
+            f"  {limit['count']}/{limit['max']} public room joins served in {limit['window']}"
         )
+    threshold = joins["block_at"]
+    print(
+        f"  {threshold['attempts']} join attempts towards the next block in"
+        f" {threshold['window']} (the count started over at the block)"
+    )
     print('  To release it: POST .../accounts/{user_id}/unblock {"reason": "..."}')
 
 

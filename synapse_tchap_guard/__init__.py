@@ -11,20 +11,25 @@ import logging
 from typing import Any
 
 from synapse.module_api import ModuleApi
+from synapse.module_api.errors import ConfigError
 from twisted.internet import defer, reactor
 
 from synapse_tchap_guard import _synapse_internals as internals
-from synapse_tchap_guard import live_counts
+from synapse_tchap_guard import live_counts, step_up
 from synapse_tchap_guard.admin_api import PREFIX as ADMIN_PREFIX
 from synapse_tchap_guard.admin_api import AdminResource
 from synapse_tchap_guard.audit import AuditEvent, AuditLog
 from synapse_tchap_guard.blocks import Blocking, BlockRegistry
 from synapse_tchap_guard.config import GuardConfig, describe, parse_config
 from synapse_tchap_guard.context import GuardContext
+from synapse_tchap_guard.controls import directory_control, quota_control
+from synapse_tchap_guard.gates.directory import DirectoryGate
 from synapse_tchap_guard.gates.joins import JoinGate
 from synapse_tchap_guard.gates.media import MediaGate
-from synapse_tchap_guard.gates.quota import Control, QuotaGate
+from synapse_tchap_guard.gates.quota import QuotaGate
+from synapse_tchap_guard.policy import DirectoryRules, Quota
 from synapse_tchap_guard.request_gate import RequestGate
+from synapse_tchap_guard.step_up import StepUpResource
 from synapse_tchap_guard.store import GuardStore
 
 __version__ = "0.1.0"
@@ -41,6 +46,13 @@ RETRY_START_MS = 5000
 class TchapGuard:
     def __init__(self, config: GuardConfig, api: ModuleApi) -> None:
         internals.check_internals(api)
+        if internals.auth_delegated(api):
+            raise ConfigError(
+                "synapse_tchap_guard needs Synapse to authenticate requests itself, and"
+                " this homeserver delegates authentication to Matrix Authentication"
+                " Service: blocks, download quotas and step-up could not be enforced."
+                " Remove the module, or the matrix_authentication_service section."
+            )
         self._api = api
         self._config = config
         node = api.worker_name or "main"
@@ -48,10 +60,10 @@ class TchapGuard:
             api, config, GuardStore(api, node), AuditLog(node)
         )
         self._blocking = blocking = Blocking(context, BlockRegistry())
-        joins_control = Control(
+        joins_control = quota_control(
             "public_room_joins", "public room joins", config.public_room_joins
         )
-        media_control = Control(
+        media_control = quota_control(
             "media_downloads", "media downloads", config.media_downloads
         )
         self._controls = [joins_control, media_control]
@@ -59,15 +71,24 @@ class TchapGuard:
         media = MediaGate(context, QuotaGate(context, blocking, media_control))
         internals.watch_media_responses(media.on_media_response)
         self._live_counts = [media.counts]
-        blocking.on_counters_reset.append(media.counts.forget)
+        directory = (
+            self._directory(config.directory, blocking) if config.directory else None
+        )
+        if directory is not None:
+            self._live_counts.append(directory.counts)
+        for counts in self._live_counts:
+            blocking.on_counters_reset.append(counts.forget)
 
         api.register_spam_checker_callbacks(
             user_may_join_room=joins.user_may_join_room,
             check_login_for_spam=blocking.check_login_for_spam,
+            check_username_for_spam=(
+                directory.check_username_for_spam if directory else None
+            ),
         )
         api.register_account_validity_callbacks(
             is_user_expired=RequestGate(
-                context, blocking.registry, media
+                context, blocking.registry, media, directory
             ).is_user_expired
         )
         api.register_web_resource(
@@ -75,6 +96,23 @@ class TchapGuard:
             AdminResource(context, blocking, self._controls, self._live_counts),
         )
         api.run_as_background_process("tchap_guard_start", self._start)
+
+    def _directory(self, rules: DirectoryRules, blocking: Blocking) -> DirectoryGate:
+        """The directory gate, and the step-up endpoint that lifts its budget."""
+        context = self._context
+        control = directory_control(rules)
+        failures_control = quota_control(
+            "failed_step_ups",
+            "failed re-authentications",
+            Quota(block_at=rules.failed_step_ups_block_at),
+        )
+        self._controls += [control, failures_control]
+        directory = DirectoryGate(context, QuotaGate(context, blocking, control), rules)
+        failures = QuotaGate(context, blocking, failures_control)
+        self._api.register_web_resource(
+            step_up.PATH, StepUpResource(context, rules, directory, failures)
+        )
+        return directory
 
     @staticmethod
     def parse_config(config: dict[str, Any]) -> GuardConfig:
@@ -163,7 +201,7 @@ class TchapGuard:
     async def _prune(self) -> None:
         """Delete rows no window or retention needs (at start-up, then every 10 min)."""
         now = self._context.now()
-        longest = max(control.quota.longest_window_ms for control in self._controls)
+        longest = max(control.longest_window_ms for control in self._controls)
         removed = await self._context.store.prune(
             attempts_before=now - longest,
             history_before=now - self._config.retention_ms,

@@ -1,10 +1,12 @@
 """Every private Synapse internal the guard uses, and the start-up check that they exist.
 
 The public module API has no way to end an account's sessions, to know which request
-is being authenticated, or to tell the database engines apart. Those few touches live
-here, and `check_internals` runs when the module loads so that a Synapse upgrade that
-moves them stops the homeserver at start-up with a clear message instead of failing on
-a user's request. The integration tests exercise each of them on the pinned Synapse.
+is being authenticated, to see the bytes of a media response, to re-authenticate a
+user, to pick a transaction's isolation level, or to tell the database engines apart.
+Those few touches live here, and `check_internals` runs when the module loads so that
+a Synapse upgrade that moves them stops the homeserver at start-up with a clear
+message instead of failing on a user's request. The integration tests exercise each
+of them on the pinned Synapse.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import attr
 import synapse.media._base as media_base
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
+from synapse.api.errors import InteractiveAuthIncompleteError
 from synapse.logging.context import (
     ContextRequest,
     PreserveLoggingContext,
     current_context,
 )
-from synapse.module_api import LoggingTransaction, ModuleApi, SynapseRequest
+from synapse.module_api import LoggingTransaction, ModuleApi, Requester, SynapseRequest
 from synapse.storage.engines import PostgresEngine
 from synapse.storage.engines._base import IsolationLevel
 from twisted.internet import defer
@@ -63,10 +66,15 @@ def check_internals(api: ModuleApi) -> None:
             media_base.finish_request  # type: ignore[attr-defined]
         ),
         "SynapseRequest.get_request_id": lambda: SynapseRequest.get_request_id,
+        "ModuleApi._auth_handler.validate_user_via_ui_auth": lambda: (
+            api._auth_handler.validate_user_via_ui_auth
+        ),
     }
     missing = [name for name, lookup in lookups.items() if not _exists(lookup)]
-    if not hasattr(getattr(api, "_hs", None), "config"):
-        missing.append("ModuleApi._hs.config.media.enable_authenticated_media")
+    config = getattr(getattr(api, "_hs", None), "config", None)
+    for section, key in (("media", "enable_authenticated_media"), ("mas", "enabled")):
+        if not hasattr(getattr(config, section, None), key):
+            missing.append(f"ModuleApi._hs.config.{section}.{key}")
     fields = {field.name for field in attr.fields(ContextRequest)}
     missing += [
         f"ContextRequest.{name}"
@@ -130,6 +138,32 @@ def request_info(request: ContextRequest | None) -> RequestInfo | None:
         path=path,
         method=request.method or None,
         request_id=request.request_id or None,
+    )
+
+
+# --- authentication ------------------------------------------------------------
+
+InteractiveAuthIncomplete = InteractiveAuthIncompleteError
+
+
+def auth_delegated(api: ModuleApi) -> bool:
+    """Whether Matrix Authentication Service authenticates requests instead of Synapse."""
+    return bool(api._hs.config.mas.enabled)
+
+
+async def reauthenticate(
+    api: ModuleApi,
+    requester: Requester,
+    request: SynapseRequest,
+    body: dict[str, Any],
+    description: str,
+) -> None:
+    """Run User-Interactive Auth for the requester, as Synapse does before deleting a
+    device. Raises `InteractiveAuthIncomplete` (answer 401 with its `result`) until
+    the client has completed a flow: password, or SSO through Synapse's fallback page.
+    """
+    await api._auth_handler.validate_user_via_ui_auth(
+        requester, request, body, description, can_skip_ui_auth=False
     )
 
 

@@ -24,9 +24,9 @@ from synapse_tchap_guard import _synapse_internals as internals
 from synapse_tchap_guard import policy
 from synapse_tchap_guard.audit import AuditEvent, format_timestamp
 from synapse_tchap_guard.blocks import Blocking, describe_block
-from synapse_tchap_guard.config import format_duration, is_user_id, parse_duration
+from synapse_tchap_guard.config import is_user_id, parse_duration
 from synapse_tchap_guard.context import GuardContext
-from synapse_tchap_guard.gates.quota import Control
+from synapse_tchap_guard.controls import Control
 from synapse_tchap_guard.live_counts import LiveCounts
 from synapse_tchap_guard.store import AlreadyBlocked
 
@@ -99,13 +99,11 @@ class AdminResource(DirectServeJsonResource):
         marks = await store.account_marks(user_id)
         counters = {}
         for control in self._controls:
-            quota = control.quota
-            since = max(now - quota.longest_window_ms, marks.counters_reset_ts)
+            since = max(now - control.longest_window_ms, marks.counters_reset_ts)
             history = await store.history(user_id, control.name, since)
-            usage = policy.usage(
-                quota, policy.History.of(history), now, marks.escalation_reset_ts
+            counters[control.name] = control.report(
+                policy.History.of(history), now, marks
             )
-            counters[control.name] = _describe_usage(usage)
         attempts = await store.recent_attempts(user_id, RECENT)
         await self._audit_view(admin, user_id, "account")
         return {
@@ -261,25 +259,6 @@ def _reason(body: JsonDict) -> str:
             400, f"reason: at most {MAX_REASON} characters", Codes.INVALID_PARAM
         )
     return reason.strip()
-
-
-def _describe_usage(usage: list[policy.WindowUsage]) -> JsonDict:
-    limits = []
-    block_at = None
-    for entry in usage:
-        rule = entry.rule
-        described: JsonDict = {
-            "window": format_duration(rule.window_ms),
-            "window_ms": rule.window_ms,
-        }
-        if isinstance(rule, policy.Threshold):
-            block_at = {**described, "attempts": entry.attempts, "max": rule.max}
-            continue
-        described.update(count=entry.attempts, max=rule.max)
-        if rule.max_bytes is not None:
-            described.update(bytes=entry.bytes, max_bytes=rule.max_bytes)
-        limits.append(described)
-    return {"limits": limits, "block_at": block_at}
 
 
 def _moment(ts: int) -> str | None:

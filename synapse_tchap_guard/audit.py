@@ -47,6 +47,9 @@ ACTIONS: Mapping[str, Kind] = {
     "admin_unblock": Kind("success", ("iam",), ("user", "change", "admin")),
     "admin_view": Kind("success", ("iam",), ("access", "admin")),
     "database_error": Kind("unknown", ("database",), ("error",)),
+    "step_up_required": Kind("failure", ("web",), ("denied",)),
+    "step_up_succeeded": Kind("success", ("authentication",), ("start",)),
+    "step_up_failed": Kind("failure", ("authentication",), ("start",)),
 }
 
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import attr
 from synapse.module_api.errors import ConfigError
 
-from synapse_tchap_guard.policy import Limit, Quota, Threshold
+from synapse_tchap_guard.policy import Budget, DirectoryRules, Limit, Quota, Threshold
 
 SECOND_MS = 1000
 MINUTE_MS = 60 * SECOND_MS
@@ -76,6 +76,18 @@ DEFAULT_MEDIA_DOWNLOADS = Quota(
 )
 
 
+DEFAULT_DIRECTORY = DirectoryRules(
+    free=Budget(DAY_MS, 300),
+    after_step_up=Budget(DAY_MS, 3000),
+    step_up_valid_for_ms=12 * HOUR_MS,
+    block_at=Threshold(DAY_MS, 30),
+    failed_step_ups_block_at=Threshold(HOUR_MS, 5),
+)
+
+
+_DEFAULT_DIRECTORY_OR_NONE: DirectoryRules | None = DEFAULT_DIRECTORY
+
+
 @attr.frozen
 class GuardConfig:
     mode: Mode = Mode.ENFORCE
@@ -83,6 +95,7 @@ class GuardConfig:
     on_error: OnError = OnError.ALLOW
     public_room_joins: Quota = DEFAULT_PUBLIC_ROOM_JOINS
     media_downloads: Quota = DEFAULT_MEDIA_DOWNLOADS
+    directory: DirectoryRules | None = DEFAULT_DIRECTORY
     blocking: BlockingConfig = BlockingConfig()
     retention_ms: int = 90 * DAY_MS
 
@@ -108,6 +121,7 @@ def parse_config(raw: Any) -> GuardConfig:
             _quota_parser(DEFAULT_MEDIA_DOWNLOADS, allow_bytes=True),
             DEFAULT_MEDIA_DOWNLOADS,
         ),
+        directory=top.get("directory", _parse_directory, _DEFAULT_DIRECTORY_OR_NONE),
         blocking=top.get("blocking", _parse_blocking, BlockingConfig()),
         retention_ms=top.get("retention", _positive_duration, 90 * DAY_MS),
     )
@@ -274,6 +288,54 @@ def _parse_threshold(raw: Any, path: tuple[str, ...]) -> Threshold | None:
     return Threshold(window_ms=window, max=count)
 
 
+def _parse_directory(raw: Any, path: tuple[str, ...]) -> DirectoryRules | None:
+    section = _Section(raw, path)
+    default = DEFAULT_DIRECTORY
+    no_budget: Budget | None = None
+    free = section.get("free", _parse_budget, no_budget) or default.free
+    after = (
+        section.get("after_step_up", _parse_budget, no_budget) or default.after_step_up
+    )
+    rules = DirectoryRules(
+        free=free,
+        after_step_up=after,
+        step_up_valid_for_ms=section.get(
+            "step_up_valid_for", _positive_duration, default.step_up_valid_for_ms
+        ),
+        block_at=section.get("block_at", _parse_threshold, default.block_at),
+        failed_step_ups_block_at=section.get(
+            "failed_step_ups_block_at",
+            _parse_threshold,
+            default.failed_step_ups_block_at,
+        ),
+    )
+    section.reject_unknown()
+    if "free" in section.raw and section.raw["free"] is None:
+        return None  # `free: null`: discovering the directory is not limited
+    if after.max_profiles < free.max_profiles:
+        raise _error(
+            (*path, "after_step_up", "max_profiles"),
+            f"{after.max_profiles} is below free.max_profiles ({free.max_profiles}):"
+            " a step-up must not lower the budget",
+        )
+    return rules
+
+
+def _parse_budget(raw: Any, path: tuple[str, ...]) -> Budget | None:
+    if raw is None:
+        return None
+    section = _Section(raw, path)
+    window = section.get("window", _positive_duration, None)
+    count = section.get("max_profiles", _positive_int, None)
+    section.reject_unknown()
+    if window is None or count is None:
+        raise _error(
+            path,
+            "needs a window and max_profiles, e.g. {window: 1d, max_profiles: 300}",
+        )
+    return Budget(window_ms=window, max_profiles=count)
+
+
 def _parse_blocking(raw: Any, path: tuple[str, ...]) -> BlockingConfig:
     section = _Section(raw, path)
     config = BlockingConfig(
@@ -341,11 +403,31 @@ def describe(config: GuardConfig) -> dict[str, Any]:
         "on_error": config.on_error.value,
         "public_room_joins": describe_quota(config.public_room_joins),
         "media_downloads": describe_quota(config.media_downloads),
+        "directory": describe_directory(config.directory),
         "blocking": {
             "duration": format_duration(config.blocking.duration_ms),
             "end_sessions": config.blocking.end_sessions,
         },
         "retention": format_duration(config.retention_ms),
+    }
+
+
+def describe_directory(rules: DirectoryRules | None) -> dict[str, Any] | None:
+    if rules is None:
+        return None
+
+    def budget(b: Budget) -> dict[str, Any]:
+        return {"window": format_duration(b.window_ms), "max_profiles": b.max_profiles}
+
+    def threshold(t: Threshold | None) -> dict[str, Any] | None:
+        return {"window": format_duration(t.window_ms), "max": t.max} if t else None
+
+    return {
+        "free": budget(rules.free),
+        "step_up_valid_for": format_duration(rules.step_up_valid_for_ms),
+        "after_step_up": budget(rules.after_step_up),
+        "block_at": threshold(rules.block_at),
+        "failed_step_ups_block_at": threshold(rules.failed_step_ups_block_at),
     }
 
 

@@ -26,7 +26,7 @@ from twisted.internet import defer
 from synapse_tchap_guard import _synapse_internals as internals
 from synapse_tchap_guard.audit import AuditEvent
 from synapse_tchap_guard.context import GuardContext
-from synapse_tchap_guard.policy import Decision, History, Quota
+from synapse_tchap_guard.policy import AccountMarks, Decision, History
 from synapse_tchap_guard.store import AttemptRecord
 
 logger = logging.getLogger(__name__)
@@ -73,17 +73,35 @@ class LiveAccount:
     history: History
     # Attempts counted here that the database does not fully have yet.
     local: list[LiveAttempt]
-    escalation_since: int
+    marks: AccountMarks
     loaded_at: int
     used_at: int
     exempt: bool  # as of the load: admins and appservices are never counted
+    # For controls that count distinct targets: when each was last counted (served).
+    targets: dict[str, int] | None = None
+
+    @property
+    def escalation_since(self) -> int:
+        return self.marks.escalation_reset_ts
+
+    def counted_since(self, target: str, start: int) -> bool:
+        """Whether `target` was counted after `start` (it then does not count again)."""
+        assert self.targets is not None
+        return self.targets.get(target, start) > start
 
 
 class LiveCounts:
-    def __init__(self, context: GuardContext, control: str, quota: Quota) -> None:
+    def __init__(
+        self,
+        context: GuardContext,
+        control: str,
+        longest_window_ms: int,
+        distinct_targets: bool = False,
+    ) -> None:
         self._context = context
         self._control = control
-        self._quota = quota
+        self._longest_window_ms = longest_window_ms
+        self._distinct_targets = distinct_targets
         self._accounts: dict[str, LiveAccount] = {}
         self._loading: dict[str, list[defer.Deferred[LiveAccount | None]]] = {}
         self._unwritten: list[LiveAttempt] = []
@@ -111,6 +129,8 @@ class LiveCounts:
         self, account: LiveAccount, attempt: LiveAttempt, events: tuple[AuditEvent, ...]
     ) -> None:
         account.history.add_attempt(attempt.ts, attempt.served)
+        if account.targets is not None and attempt.served and attempt.target:
+            account.targets[attempt.target] = attempt.ts
         account.local.append(attempt)
         self._unwritten.append(attempt)
         self._events.extend(events)
@@ -177,7 +197,7 @@ class LiveCounts:
             elif now - account.used_at > IDLE_MS and not account.local:
                 del self._accounts[user_id]
             else:
-                account.history.forget_before(now - self._quota.longest_window_ms)
+                account.history.forget_before(now - self._longest_window_ms)
 
     async def _flush(self) -> None:
         now = self._context.now()
@@ -242,17 +262,25 @@ class LiveCounts:
 
     async def _load(self, user_id: str) -> LiveAccount:
         now = self._context.now()
-        since = now - self._quota.longest_window_ms
+        since = now - self._longest_window_ms
         stored, marks = await self._context.store.load_history(
             user_id, self._control, since
         )
+        targets = None
+        if self._distinct_targets:
+            targets = {
+                target: attempt.ts
+                for attempt, target in stored
+                if attempt.served and target is not None
+            }
         return LiveAccount(
-            history=History.of(stored),
+            history=History.of(attempt for attempt, _ in stored),
             local=[],
-            escalation_since=marks.escalation_reset_ts,
+            marks=marks,
             loaded_at=now,
             used_at=now,
             exempt=await self._context.is_exempt(user_id),
+            targets=targets,
         )
 
     async def _reload(self, user_id: str, account: LiveAccount) -> None:
@@ -267,6 +295,8 @@ class LiveCounts:
             if not attempt.written:
                 fresh.history.add_attempt(attempt.ts, attempt.served)
                 fresh.local.append(attempt)
+                if fresh.targets is not None and attempt.served and attempt.target:
+                    fresh.targets[attempt.target] = attempt.ts
             unwritten_bytes = attempt.bytes - attempt.bytes_in_db
             if attempt.served and unwritten_bytes > 0:
                 fresh.history.add_bytes(attempt.ts, unwritten_bytes)

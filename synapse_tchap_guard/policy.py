@@ -75,6 +75,20 @@ class Attempt:
     bytes: int = 0
 
 
+@attr.frozen
+class AccountMarks:
+    """When the account's counters and its count towards a block last started over,
+    and when it last stepped up (re-authenticated), and until when that holds."""
+
+    counters_reset_ts: int = 0
+    escalation_reset_ts: int = 0
+    step_up_ts: int = 0
+    step_up_until_ts: int = 0
+
+    def stepped_up(self, now: int) -> bool:
+        return self.step_up_until_ts > now
+
+
 class Outcome(enum.Enum):
     ALLOW = "allow"
     DENY = "deny"
@@ -208,6 +222,9 @@ class History:
     def attempts_after(self, start: int) -> int:
         return len(self._times) - bisect.bisect_right(self._times, start)
 
+    def refused_after(self, start: int) -> int:
+        return self.attempts_after(start) - self.served_after(start)
+
     def served_after(self, start: int) -> int:
         index = bisect.bisect_right(self._times, start)
         return self._served_before[-1] - self._served_before[index]
@@ -293,6 +310,63 @@ def _wait_until_below(
             return max(1, ts + window_ms - now)
     # Unreachable when the window was full, as emptying it gets below any ceiling > 0.
     return window_ms
+
+
+@attr.frozen
+class Budget:
+    """At most `max_profiles` distinct discoveries (people, directory pages) per window."""
+
+    window_ms: int
+    max_profiles: int
+
+    @property
+    def limit(self) -> Limit:
+        return Limit(self.window_ms, max=self.max_profiles)
+
+
+@attr.frozen
+class DirectoryRules:
+    """How much of the directory an account may discover, and what stepping up buys."""
+
+    free: Budget
+    after_step_up: Budget
+    step_up_valid_for_ms: int
+    block_at: Threshold | None  # enumeration requests refused
+    failed_step_ups_block_at: Threshold | None
+
+    @property
+    def longest_window_ms(self) -> int:
+        windows = [self.free.window_ms, self.after_step_up.window_ms]
+        if self.block_at is not None:
+            windows.append(self.block_at.window_ms)
+        return max(windows)
+
+    def budget(self, stepped_up: bool) -> Budget:
+        return self.after_step_up if stepped_up else self.free
+
+
+def evaluate_discovery(
+    rules: DirectoryRules,
+    history: History,
+    now: int,
+    stepped_up: bool,
+    escalation_since: int = 0,
+) -> Verdict:
+    """Judge one more discovery: allowed within the budget that applies (the one a
+    recent step-up bought, or the free one). Past it, the request is refused, and the
+    refusal that brings the refused requests in `block_at`'s window to its max blocks.
+
+    `history` holds the account's discoveries (served) and refused requests.
+    """
+    budget = rules.budget(stepped_up)
+    verdict = evaluate(Quota(limits=(budget.limit,)), history, now)
+    if verdict.outcome is Outcome.ALLOW or rules.block_at is None:
+        return verdict
+    start = max(now - rules.block_at.window_ms, escalation_since)
+    refused = 1 + history.refused_after(start)
+    if refused >= rules.block_at.max:
+        return Verdict(Outcome.BLOCK, rules.block_at, Measure.ATTEMPTS, refused)
+    return verdict
 
 
 @attr.frozen

@@ -3,7 +3,8 @@
 Synapse calls the account-validity hook `is_user_expired` from `get_user_by_req`, on
 every process, for every authenticated request but logout. It is the one place to
 refuse a blocked account's every request, and to see the requests that have no hook
-of their own (media downloads), before Synapse serves them. It must cost next to
+of their own (media downloads, profile and room directory lookups), before Synapse
+serves them. It must cost next to
 nothing: a lookup in this process's copy of the blocks in force, and a prefix test.
 """
 
@@ -13,17 +14,23 @@ from synapse_tchap_guard import _synapse_internals as internals
 from synapse_tchap_guard import responses
 from synapse_tchap_guard.blocks import BlockRegistry
 from synapse_tchap_guard.context import GuardContext
+from synapse_tchap_guard.gates.directory import DirectoryGate
 from synapse_tchap_guard.gates.media import MediaGate
 
 
 class RequestGate:
     def __init__(
-        self, context: GuardContext, registry: BlockRegistry, media: MediaGate
+        self,
+        context: GuardContext,
+        registry: BlockRegistry,
+        media: MediaGate,
+        directory: DirectoryGate | None,
     ) -> None:
         self._context = context
         self._registry = registry
         self._readiness = context.readiness
         self._media = media
+        self._directory = directory
 
     async def is_user_expired(self, user_id: str) -> bool | None:
         """Refuse a blocked account's requests; None lets other modules decide."""
@@ -42,4 +49,6 @@ class RequestGate:
             raise responses.account_blocked(block)
         if self._media.active and MediaGate.concerns(request):
             await self._media.check(user_id, request)
+        elif self._directory is not None and DirectoryGate.concerns(request):
+            await self._directory.check(user_id, request)
         return None

@@ -35,6 +35,33 @@ def limit_exceeded(label: str, verdict: Verdict) -> SynapseError:
     )
 
 
+# MSC4363 (step-up authentication), unstable prefix: the closest the spec has to
+# "authenticate again, then retry". The step-up URL is ours, under our namespace.
+STEP_UP_ERRCODE = "org.matrix.msc4363.M_INSUFFICIENT_USER_AUTHENTICATION"
+STEP_UP_MAX_AGE = "org.matrix.msc4363.max_age"
+STEP_UP_URL = "fr.gouv.tchap.guard.step_up_url"
+BUDGET_RESETS = "fr.gouv.tchap.guard.budget_resets_in_ms"
+
+
+def step_up_required(
+    url: str, valid_for_ms: int, budget_max: int, window_ms: int, retry_after_ms: int
+) -> SynapseError:
+    """401 asking the user to re-authenticate (User-Interactive Auth at `url`)."""
+    window = format_duration(window_ms)
+    return SynapseError(
+        401,
+        f"You have looked up {budget_max} people or directory pages in {window}."
+        f" To go on, confirm it is you: re-authenticate at {url} (or wait"
+        f" {format_wait(retry_after_ms)}).",
+        STEP_UP_ERRCODE,
+        additional_fields={
+            STEP_UP_MAX_AGE: valid_for_ms // 1000,
+            STEP_UP_URL: url,
+            BUDGET_RESETS: retry_after_ms,
+        },
+    )
+
+
 def account_blocked(block: Block) -> SynapseError:
     """401 M_USER_LOCKED with `soft_logout`, the spec's answer for a locked account."""
     if block.until_ts is None:

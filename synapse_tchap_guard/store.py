@@ -22,7 +22,7 @@ from synapse.module_api import LoggingTransaction, ModuleApi
 
 from synapse_tchap_guard import _synapse_internals as internals
 from synapse_tchap_guard.audit import AuditEvent
-from synapse_tchap_guard.policy import Attempt, Decision, Verdict
+from synapse_tchap_guard.policy import AccountMarks, Attempt, Decision, Verdict
 
 # Serialises schema changes when several processes start at once (PostgreSQL).
 SCHEMA_LOCK_KEY = 0x7463_6770  # "tcgp"
@@ -35,6 +35,8 @@ _MIGRATIONS: list[list[str]] = [
             counters_reset_ts BIGINT NOT NULL DEFAULT 0,
             escalation_reset_ts BIGINT NOT NULL DEFAULT 0,
             marks_changed_ts BIGINT NOT NULL DEFAULT 0,
+            step_up_ts BIGINT NOT NULL DEFAULT 0,
+            step_up_until_ts BIGINT NOT NULL DEFAULT 0,
             last_attempt_ts BIGINT NOT NULL DEFAULT 0
         )""",
         """CREATE INDEX IF NOT EXISTS tchap_guard_accounts_by_marks_change
@@ -162,15 +164,7 @@ class AttemptRecord(NamedTuple):
     bytes: int
 
 
-@attr.frozen
-class AccountMarks:
-    """When the account's counters and its count towards a block last started over."""
-
-    counters_reset_ts: int = 0
-    escalation_reset_ts: int = 0
-
-
-Decide = Callable[[list[Attempt], int], Ruling]
+Decide = Callable[[list[Attempt], AccountMarks], Ruling]
 
 
 class AlreadyBlocked(Exception):
@@ -267,7 +261,7 @@ class GuardStore:
             Attempt(ts=ts, served=decision == Decision.ALLOW.value, bytes=size)
             for ts, decision, size in txn.fetchall()
         ]
-        ruling = decide(history, marks.escalation_reset_ts)
+        ruling = decide(history, marks)
         txn.execute(
             "INSERT INTO tchap_guard_attempts (user_id, control, ts, decision, target, node)"
             " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
@@ -294,36 +288,57 @@ class GuardStore:
         txn.execute(
             "INSERT INTO tchap_guard_accounts (user_id, last_attempt_ts) VALUES (?, ?)"
             " ON CONFLICT (user_id) DO UPDATE SET last_attempt_ts = excluded.last_attempt_ts"
-            " RETURNING counters_reset_ts, escalation_reset_ts",
+            " RETURNING counters_reset_ts, escalation_reset_ts, step_up_ts, step_up_until_ts",
             (user_id, now),
         )
-        counters_reset_ts, escalation_reset_ts = _one(txn)
-        return AccountMarks(int(counters_reset_ts), int(escalation_reset_ts))
+        return AccountMarks(*map(int, _one(txn)))
 
     # --- attempts counted in memory (live_counts) --------------------------------
 
     async def load_history(
         self, user_id: str, control: str, since: int
-    ) -> tuple[list[Attempt], AccountMarks]:
-        """The account's attempts after `since` (and its last reset), oldest first."""
+    ) -> tuple[list[tuple[Attempt, str | None]], AccountMarks]:
+        """The account's attempts after `since` (and its last reset), oldest first,
+        each with its target, and the account's marks."""
 
-        def txn_func(txn: LoggingTransaction) -> tuple[list[Attempt], AccountMarks]:
+        def txn_func(
+            txn: LoggingTransaction,
+        ) -> tuple[list[tuple[Attempt, str | None]], AccountMarks]:
             marks = self._account_marks_txn(txn, user_id)
             txn.execute(
-                "SELECT ts, decision, bytes FROM tchap_guard_attempts"
+                "SELECT ts, decision, bytes, target FROM tchap_guard_attempts"
                 " WHERE user_id = ? AND control = ? AND ts > ? ORDER BY ts",
                 (user_id, control, max(since, marks.counters_reset_ts)),
             )
             history = [
-                Attempt(ts=ts, served=decision == Decision.ALLOW.value, bytes=size)
-                for ts, decision, size in txn.fetchall()
+                (
+                    Attempt(ts=ts, served=decision == Decision.ALLOW.value, bytes=size),
+                    target,
+                )
+                for ts, decision, size, target in txn.fetchall()
             ]
             return history, marks
 
-        result: tuple[list[Attempt], AccountMarks] = await self._run(
+        result: tuple[list[tuple[Attempt, str | None]], AccountMarks] = await self._run(
             "load_history", txn_func
         )
         return result
+
+    async def record_step_up(
+        self, user_id: str, now: int, until: int, events: Sequence[AuditEvent]
+    ) -> None:
+        """The account re-authenticated: its larger budget holds until `until`."""
+
+        def txn_func(txn: LoggingTransaction) -> None:
+            self._touch_account_txn(txn, user_id, now)
+            txn.execute(
+                "UPDATE tchap_guard_accounts SET step_up_ts = ?, step_up_until_ts = ?,"
+                " marks_changed_ts = ? WHERE user_id = ?",
+                (now, until, now, user_id),
+            )
+            self._insert_events_txn(txn, events)
+
+        await self._run("record_step_up", txn_func)
 
     async def write_attempts(
         self,
@@ -564,12 +579,12 @@ class GuardStore:
 
     def _account_marks_txn(self, txn: LoggingTransaction, user_id: str) -> AccountMarks:
         txn.execute(
-            "SELECT counters_reset_ts, escalation_reset_ts FROM tchap_guard_accounts"
-            " WHERE user_id = ?",
+            "SELECT counters_reset_ts, escalation_reset_ts, step_up_ts, step_up_until_ts"
+            " FROM tchap_guard_accounts WHERE user_id = ?",
             (user_id,),
         )
         row = txn.fetchone()
-        return AccountMarks(int(row[0]), int(row[1])) if row else AccountMarks()
+        return AccountMarks(*map(int, row)) if row else AccountMarks()
 
     async def history(self, user_id: str, control: str, since: int) -> list[Attempt]:
         def txn_func(txn: LoggingTransaction) -> list[Attempt]:
@@ -654,7 +669,8 @@ class GuardStore:
             ),
             (
                 "tchap_guard_accounts",
-                "last_attempt_ts < ? AND counters_reset_ts < ? AND escalation_reset_ts < ?",
+                "last_attempt_ts < ? AND counters_reset_ts < ?"
+                " AND escalation_reset_ts < ? AND step_up_until_ts < ?",
                 attempts_before,
             ),
         )

@@ -27,8 +27,7 @@ class JoinGate:
         self._context = context
         self._quota_gate = quota_gate
         self.control = quota_gate.control.name
-        quota = quota_gate.control.quota
-        self._active = bool(quota.limits) or quota.block_at is not None
+        self._active = quota_gate.control.active
 
     async def user_may_join_room(
         self, user_id: str, room_id: str, is_invited: bool

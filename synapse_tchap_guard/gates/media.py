@@ -43,8 +43,8 @@ class MediaGate:
         self._context = context
         self._quota_gate = quota_gate
         control = quota_gate.control
-        self.active = bool(control.quota.limits) or control.quota.block_at is not None
-        self.counts = LiveCounts(context, control.name, control.quota)
+        self.active = control.active
+        self.counts = LiveCounts(context, control.name, control.longest_window_ms)
         # request id -> the attempt its response's bytes belong to
         self._pending: OrderedDict[str, LiveAttempt] = OrderedDict()
 
@@ -72,8 +72,7 @@ class MediaGate:
             return
         kind, server_name, media_id = match.groups()
         target = f"mxc://{unquote(server_name)}/{unquote(media_id)}"
-        quota = self._quota_gate.control.quota
-        verdict = policy.evaluate(quota, account.history, now, account.escalation_since)
+        verdict = self._quota_gate.control.judge(account.history, now, account.marks)
         decision = policy.apply_mode(verdict, context.config.enforcing)
         if decision is Decision.ALLOW:  # the common case: nothing to report
             attempt = LiveAttempt(user_id, now, decision, target)

@@ -10,26 +10,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-import attr
-
 from synapse_tchap_guard import policy, responses
 from synapse_tchap_guard.audit import AuditEvent, RequestInfo
 from synapse_tchap_guard.blocks import Blocking, describe_block
 from synapse_tchap_guard.config import format_duration
 from synapse_tchap_guard.context import GuardContext
-from synapse_tchap_guard.policy import Attempt, Decision, Verdict
+from synapse_tchap_guard.controls import Control
+from synapse_tchap_guard.policy import AccountMarks, Attempt, Decision, Verdict
 from synapse_tchap_guard.store import Block, NewBlock, Ruling
 
 logger = logging.getLogger(__name__)
-
-
-@attr.frozen
-class Control:
-    """A counted kind of action: its config key, its name for people, its quota."""
-
-    name: str
-    label: str
-    quota: policy.Quota
 
 
 class QuotaGate:
@@ -53,13 +43,11 @@ class QuotaGate:
         database could not answer and `on_error` let the attempt through.
         """
         context = self._context
-        quota = self.control.quota
+        control = self.control
         now = context.now()
 
-        def decide(history: list[Attempt], escalation_since: int) -> Ruling:
-            verdict = policy.evaluate(
-                quota, policy.History.of(history), now, escalation_since
-            )
+        def decide(history: list[Attempt], marks: AccountMarks) -> Ruling:
+            verdict = control.judge(policy.History.of(history), now, marks)
             decision = policy.apply_mode(verdict, context.config.enforcing)
             return Ruling(
                 decision=decision,
@@ -82,7 +70,7 @@ class QuotaGate:
                 self.control.name,
                 target,
                 now,
-                now - quota.longest_window_ms,
+                now - control.longest_window_ms,
                 decide,
             )
         except Exception:
@@ -125,8 +113,10 @@ class QuotaGate:
         now: int,
         request: RequestInfo | None,
         details: Mapping[str, object] | None,
+        action: str | None = None,
     ) -> tuple[AuditEvent, ...]:
-        """The events that report a decision (none for an allowed attempt)."""
+        """The events that report a decision (none for an allowed attempt); `action`
+        names a refusal more precisely than its decision (`step_up_required`)."""
         rule = verdict.rule
         if decision is Decision.ALLOW or rule is None:
             return ()
@@ -155,11 +145,11 @@ class QuotaGate:
             )
         return (
             AuditEvent(
-                action=decision.value,
+                action=action or decision.value,
                 ts=now,
                 user_id=user_id,
                 message=(
-                    f"{decision.value}: {user_id}, {self.control.label}"
+                    f"{action or decision.value}: {user_id}, {self.control.label}"
                     f" {verdict.count}/{verdict.rule_max} in {window}"
                 ),
                 reason=reason,

@@ -7,11 +7,19 @@ from urllib.parse import quote
 
 import pytest
 
-from harness.homeserver import Homeserver
+from harness.homeserver import Account, Homeserver, wait_until
 from tests.integration.conftest import running_homeserver
 
 RULES = {"limits": [{"window": "1h", "max": 2}], "block_at": {"window": "1h", "max": 4}}
-GUARD = {"mode": "monitor", "public_room_joins": RULES, "media_downloads": RULES}
+GUARD = {
+    "mode": "monitor",
+    "public_room_joins": RULES,
+    "media_downloads": RULES,
+    "directory": {
+        "free": {"window": "1h", "max_profiles": 2},
+        "block_at": {"window": "1h", "max": 3},
+    },
+}
 # Joins 3, 5 and 6 would have been denied (two served in the hour), attempt 4 would
 # have blocked the account, and the count towards a block started over then.
 WOULD_BE = [
@@ -106,3 +114,31 @@ def test_monitor_mode_serves_every_download_and_reports_what_it_would_do(
     assert [user.download(mxc).status_code for _ in range(6)] == [200] * 6
     assert decisions(server, user.user_id, "media_downloads") == WOULD_BE
     assert user.whoami().status_code == 200
+
+
+def test_monitor_mode_shows_the_directory_and_reports_what_it_would_refuse(
+    server: Homeserver,
+) -> None:
+    admin, user = server.register(admin=True), server.register()
+    people = [server.register() for _ in range(4)]
+    for person in people:
+        assert person.set_displayname("Monitored Colleague").ok
+
+    def found(account: Account) -> list[str]:
+        response = account.post(
+            "/_matrix/client/v3/user_directory/search",
+            {"search_term": "monitored colleague", "limit": 50},
+        )
+        assert response.status_code == 200, response.text
+        return [r["user_id"] for r in response.json()["results"]]
+
+    wait_until(lambda: len(found(admin)) == 4, timeout=30)
+    assert len(found(user)) == 4  # nothing hidden, though only two were within budget
+    for _ in range(4):
+        assert len(found(user)) == 4
+    assert user.whoami().status_code == 200
+    assert [
+        event["event"]["action"]
+        for event in server.events_about(user.user_id)
+        if event.get("tchap_guard", {}).get("control") == "directory"
+    ] == ["would_deny", "would_deny", "would_block", "would_deny"]

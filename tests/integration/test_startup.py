@@ -27,6 +27,10 @@ from harness.homeserver import Homeserver
             "mode: 'enforced' is not accepted (use 'enforce' or 'monitor')",
         ),
         (
+            {"directory": {"free": {"window": "1d", "max_profile": 3}}},
+            "directory.free.max_profile: unknown key 'max_profile'",
+        ),
+        (
             {"blocking": {"end_session": True}},
             "blocking.end_session: unknown key 'end_session' (accepted here: duration, end_sessions)",
         ),
@@ -62,6 +66,13 @@ def test_an_empty_config_runs_with_the_documented_defaults(tmp_path: Path) -> No
                     {"window": "1d", "max": 4000, "max_bytes": "10G"},
                 ],
                 "block_at": {"window": "1h", "max": 3000},
+            },
+            "directory": {
+                "free": {"window": "1d", "max_profiles": 300},
+                "step_up_valid_for": "12h",
+                "after_step_up": {"window": "1d", "max_profiles": 3000},
+                "block_at": {"window": "1d", "max": 30},
+                "failed_step_ups_block_at": {"window": "1h", "max": 5},
             },
             "blocking": {"duration": "1d", "end_sessions": True},
             "retention": "90d",
@@ -101,3 +112,22 @@ def test_start_up_warns_about_media_served_without_an_account(tmp_path: Path) ->
 def started_warnings(server: Homeserver) -> str:
     started = [e for e in server.events() if e["event"]["action"] == "started"][-1]
     return " ".join(started["tchap_guard"]["warnings"])
+
+
+def test_start_up_refuses_a_homeserver_that_delegates_authentication(
+    tmp_path: Path,
+) -> None:
+    server = Homeserver(
+        tmp_path,
+        settings={
+            "matrix_authentication_service": {
+                "enabled": True,
+                "endpoint": "http://127.0.0.1:1/",
+                "secret": "a shared secret",
+            }
+        },
+    )
+    code, output = server.fail_to_start()
+    assert code != 0
+    assert "synapse_tchap_guard needs Synapse to authenticate requests itself" in output
+    assert "Matrix Authentication Service" in output

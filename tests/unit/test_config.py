@@ -11,6 +11,7 @@ from synapse.module_api.errors import ConfigError
 
 from synapse_tchap_guard.config import (
     DAY_MS,
+    DEFAULT_DIRECTORY,
     DEFAULT_MEDIA_DOWNLOADS,
     DEFAULT_PUBLIC_ROOM_JOINS,
     HOUR_MS,
@@ -69,10 +70,18 @@ def test_the_example_homeserver_config_parses_to_what_it_says() -> None:
             ],
             "block_at": {"window": "1h", "max": 3000},
         },
+        "directory": {
+            "free": {"window": "1d", "max_profiles": 300},
+            "step_up_valid_for": "12h",
+            "after_step_up": {"window": "1d", "max_profiles": 3000},
+            "block_at": {"window": "1d", "max": 30},
+            "failed_step_ups_block_at": {"window": "1h", "max": 5},
+        },
         "blocking": {"duration": "1d", "end_sessions": True},
         "retention": "90d",
     }
     assert config.media_downloads == DEFAULT_MEDIA_DOWNLOADS
+    assert config.directory == DEFAULT_DIRECTORY
 
 
 def test_keys_not_given_keep_their_defaults_and_null_disables() -> None:
@@ -209,6 +218,26 @@ def test_durations_are_spelled_back_the_short_way() -> None:
             ["every limit needs max (or max_bytes)"],
         ),
         (
+            {"directory": {"free": {"window": "1d"}}},
+            ("directory", "free"),
+            ["needs a window and max_profiles"],
+        ),
+        (
+            {
+                "directory": {
+                    "free": {"window": "1d", "max_profiles": 500},
+                    "after_step_up": {"window": "1d", "max_profiles": 400},
+                }
+            },
+            ("directory", "after_step_up", "max_profiles"),
+            ["400 is below free.max_profiles (500)", "must not lower the budget"],
+        ),
+        (
+            {"directory": {"step_up_valid_for": "0"}},
+            ("directory", "step_up_valid_for"),
+            ["must be longer than zero"],
+        ),
+        (
             {"public_room_joins": {"block_at": {"window": "1d"}}},
             ("public_room_joins", "block_at"),
             ["needs a window and a max"],
@@ -283,3 +312,7 @@ def test_media_limits_may_count_files_bytes_or_both() -> None:
         ),
         block_at=Threshold(HOUR_MS, 2000),
     )
+
+
+def test_the_directory_can_be_left_unlimited() -> None:
+    assert parse_config({"directory": {"free": None}}).directory is None

@@ -232,3 +232,51 @@ def test_history_forgets_what_no_window_needs() -> None:
     assert history.served_after(0) == 2 and history.bytes_after(0) == 7
     history.add_attempt(50, True)
     assert history.served_after(35) == 2
+
+
+DIRECTORY = policy.DirectoryRules(
+    free=policy.Budget(HOUR, 3),
+    after_step_up=policy.Budget(HOUR, 5),
+    step_up_valid_for_ms=HOUR,
+    block_at=Threshold(HOUR, 3),
+    failed_step_ups_block_at=Threshold(HOUR, 2),
+)
+
+
+def test_discoveries_are_free_up_to_the_budget_then_refused() -> None:
+    history = History.of(served(30 * MIN, 20 * MIN))
+    assert (
+        policy.evaluate_discovery(DIRECTORY, history, NOW, stepped_up=False).outcome
+        is Outcome.ALLOW
+    )
+    history.add_attempt(NOW - 10 * MIN, True)
+    verdict = policy.evaluate_discovery(DIRECTORY, history, NOW, stepped_up=False)
+    assert verdict.outcome is Outcome.DENY
+    assert verdict.rule == Limit(HOUR, max=3)
+    assert verdict.retry_after_ms == 30 * MIN
+
+
+def test_a_step_up_lifts_the_budget() -> None:
+    history = History.of(served(40 * MIN, 30 * MIN, 20 * MIN))
+    verdict = policy.evaluate_discovery(DIRECTORY, history, NOW, stepped_up=True)
+    assert verdict.outcome is Outcome.ALLOW
+    history.add_attempt(NOW - 10 * MIN, True)
+    history.add_attempt(NOW - 5 * MIN, True)
+    verdict = policy.evaluate_discovery(DIRECTORY, history, NOW, stepped_up=True)
+    assert verdict.outcome is Outcome.DENY
+    assert verdict.rule == Limit(HOUR, max=5)
+
+
+def test_refused_requests_past_the_budget_escalate_to_a_block() -> None:
+    history = History.of(served(40 * MIN, 30 * MIN, 20 * MIN) + refused(5 * MIN))
+    assert (
+        policy.evaluate_discovery(DIRECTORY, history, NOW, False).outcome
+        is Outcome.DENY
+    )
+    history.add_attempt(NOW - 4 * MIN, False)
+    verdict = policy.evaluate_discovery(DIRECTORY, history, NOW, False)
+    assert verdict.outcome is Outcome.BLOCK
+    assert (verdict.rule, verdict.count) == (Threshold(HOUR, 3), 3)
+    # ... counting only the refusals after the last block.
+    verdict = policy.evaluate_discovery(DIRECTORY, history, NOW, False, NOW - 4 * MIN)
+    assert verdict.outcome is Outcome.DENY

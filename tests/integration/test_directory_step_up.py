@@ -1,0 +1,243 @@
+"""Step-up before directory enumeration, on a real Synapse with real passwords."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import requests
+
+from harness.homeserver import PASSWORD, Account, Homeserver, wait_until
+from tests.integration.conftest import running_homeserver
+
+FREE = 4
+AFTER = 8
+VALID_FOR_S = 8
+PEOPLE = 12
+GUARD = {
+    "directory": {
+        "free": {"window": "1h", "max_profiles": FREE},
+        "step_up_valid_for": f"{VALID_FOR_S}s",
+        "after_step_up": {"window": "1h", "max_profiles": AFTER},
+        "block_at": {"window": "1h", "max": 4},
+        "failed_step_ups_block_at": {"window": "1h", "max": 3},
+    },
+}
+STEP_UP = "/_synapse/client/tchap_guard/v1/step_up"
+ADMIN = "/_synapse/client/tchap_guard/admin/v1"
+STEP_UP_ERRCODE = "org.matrix.msc4363.M_INSUFFICIENT_USER_AUTHENTICATION"
+
+
+@pytest.fixture(scope="module")
+def server(
+    backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Homeserver]:
+    with running_homeserver(tmp_path_factory, backend, guard=GUARD) as homeserver:
+        yield homeserver
+
+
+@pytest.fixture(scope="module")
+def admin(server: Homeserver) -> Account:
+    return server.register(admin=True)
+
+
+@pytest.fixture(scope="module")
+def people(server: Homeserver, admin: Account) -> list[Account]:
+    """Colleagues in the user directory (an admin, never limited, waits for them)."""
+    people = []
+    for number in range(PEOPLE):
+        person = server.register()
+        assert person.set_displayname(f"Directory Person {number:02d}").ok
+        people.append(person)
+    wait_until(lambda: len(search(admin, "directory person")) == PEOPLE, timeout=30)
+    return people
+
+
+def search(account: Account, term: str) -> list[str]:
+    response = search_response(account, term)
+    assert response.status_code == 200, response.text
+    return [result["user_id"] for result in response.json()["results"]]
+
+
+def search_response(account: Account, term: str) -> requests.Response:
+    return account.post(
+        "/_matrix/client/v3/user_directory/search", {"search_term": term, "limit": 50}
+    )
+
+
+def profile(account: Account, user_id: str) -> requests.Response:
+    return account.get(f"/_matrix/client/v3/profile/{quote(user_id)}")
+
+
+def step_up(account: Account, auth: dict[str, Any] | None = None) -> requests.Response:
+    return account.post(STEP_UP, {"auth": auth} if auth else {})
+
+
+def password_auth(account: Account, session: str, password: str) -> dict[str, Any]:
+    return {
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": account.localpart},
+        "password": password,
+        "session": session,
+    }
+
+
+def assert_step_up_required(server: Homeserver, response: requests.Response) -> None:
+    assert response.status_code == 401, response.text
+    body = response.json()
+    assert body["errcode"] == STEP_UP_ERRCODE
+    assert body["fr.gouv.tchap.guard.step_up_url"] == (
+        f"http://localhost:{server.port}{STEP_UP}"
+    )
+    assert body["org.matrix.msc4363.max_age"] == VALID_FOR_S
+    assert 0 < body["fr.gouv.tchap.guard.budget_resets_in_ms"] <= 3_600_000
+    assert "confirm it is you" in body["error"]
+    assert "results" not in body
+
+
+def directory_view(admin: Account, user: Account) -> dict[str, Any]:
+    response = admin.get(f"{ADMIN}/accounts/{quote(user.user_id)}")
+    assert response.status_code == 200, response.text
+    counters: dict[str, Any] = response.json()["counters"]["directory"]
+    return counters
+
+
+def stepped_up(account: Account) -> None:
+    """Complete a step-up with the account's password."""
+    session = step_up(account).json()["session"]
+    response = step_up(account, password_auth(account, session, PASSWORD))
+    assert response.status_code == 200, response.text
+
+
+def test_looking_colleagues_up_never_meets_the_wall(
+    server: Homeserver, admin: Account, people: list[Account]
+) -> None:
+    user = server.register()
+    colleagues = people[:2]
+    for _ in range(5):  # day after day, the same few colleagues
+        for colleague in colleagues:
+            display_name = f"Directory Person {people.index(colleague):02d}"
+            assert search(user, display_name) == [colleague.user_id]
+            assert profile(user, colleague.user_id).status_code == 200
+        assert profile(user, user.user_id).status_code == 200
+    assert directory_view(admin, user)["budget"]["discovered"] == 2
+    assert server.events_about(user.user_id, "step_up_required") == []
+
+
+def test_enumeration_is_refused_at_the_budget_with_nothing_leaked(
+    server: Homeserver, admin: Account, people: list[Account]
+) -> None:
+    user = server.register()
+    first_page = search(user, "directory person")
+    assert len(first_page) == FREE  # the rest of the page is not shown
+
+    assert_step_up_required(server, search_response(user, "directory person"))
+    unseen = next(p for p in people if p.user_id not in first_page)
+    assert_step_up_required(server, profile(user, unseen.user_id))
+    assert_step_up_required(server, user.get("/_matrix/client/v3/publicRooms"))
+    # Someone already discovered may be looked at again.
+    assert profile(user, first_page[0]).status_code == 200
+
+    (first, *_) = server.events_about(user.user_id, "step_up_required")
+    assert first["event"]["outcome"] == "failure"
+    assert first["tchap_guard"]["control"] == "directory"
+    assert first["tchap_guard"]["lookup"] == "search"
+    assert first["tchap_guard"]["step_up_required"] is True
+    assert (first["tchap_guard"]["count"], first["tchap_guard"]["limit"]) == (
+        FREE,
+        FREE,
+    )
+    view = directory_view(admin, user)
+    assert view["budget"] == {
+        "window": "1h",
+        "window_ms": 3_600_000,
+        "discovered": FREE,
+        "max_profiles": FREE,
+        "stepped_up": False,
+    }
+    assert view["block_at"]["refused"] == 3
+
+
+def test_step_up_is_user_interactive_auth_and_lifts_the_budget(
+    server: Homeserver, admin: Account, people: list[Account]
+) -> None:
+    user = server.register()
+    assert len(search(user, "directory person")) == FREE
+
+    challenge = step_up(user)
+    assert challenge.status_code == 401
+    assert challenge.json()["flows"] == [{"stages": ["m.login.password"]}]
+    session = challenge.json()["session"]
+
+    wrong = step_up(user, password_auth(user, session, "not my password"))
+    assert wrong.status_code == 401
+    assert wrong.json()["errcode"] == "M_FORBIDDEN"
+    assert wrong.json()["session"] == session
+    (failed,) = server.events_about(user.user_id, "step_up_failed")
+    assert failed["event"]["outcome"] == "failure"
+    assert_step_up_required(server, search_response(user, "directory person"))
+
+    right = step_up(user, password_auth(user, session, PASSWORD))
+    assert right.status_code == 200, right.text
+    assert right.json()["budget"] == {"max_profiles": AFTER, "window": "1h"}
+    valid_until = right.json()["step_up_valid_until_ms"]
+    assert abs(valid_until / 1000 - (time.time() + VALID_FOR_S)) < 3
+    (succeeded,) = server.events_about(user.user_id, "step_up_succeeded")
+    assert succeeded["event"]["outcome"] == "success"
+
+    # The four already discovered, and four more: the larger budget, then a 429.
+    assert len(search(user, "directory person")) == AFTER
+    response = search_response(user, "directory person")
+    assert response.status_code == 429, response.text
+    assert response.json()["errcode"] == "M_LIMIT_EXCEEDED"
+    assert response.json()["retry_after_ms"] > 0
+    view = directory_view(admin, user)
+    assert view["budget"]["stepped_up"] is True
+    assert view["last_step_up"] is not None and view["step_up_valid_until"] is not None
+
+
+def test_a_step_up_expires(server: Homeserver, people: list[Account]) -> None:
+    user = server.register()
+    assert len(search(user, "directory person")) == FREE
+    stepped_up(user)
+    assert len(search(user, "directory person")) == AFTER
+    time.sleep(VALID_FOR_S + 1)  # back to the free budget, long spent
+    assert_step_up_required(server, search_response(user, "directory person"))
+
+
+def test_going_on_without_stepping_up_blocks_the_account(
+    server: Homeserver, people: list[Account]
+) -> None:
+    user = server.register()
+    assert len(search(user, "directory person")) == FREE
+    for _ in range(3):
+        assert_step_up_required(server, search_response(user, "directory person"))
+    blocked = search_response(user, "directory person")  # the fourth refusal
+    assert blocked.status_code == 401
+    assert blocked.json()["errcode"] == "M_USER_LOCKED"
+    (block,) = server.events_about(user.user_id, "block")
+    assert block["tchap_guard"]["control"] == "directory"
+    assert server.login(user.localpart).status_code == 403
+
+
+def test_repeated_failed_step_ups_block_the_account(
+    server: Homeserver, people: list[Account]
+) -> None:
+    user = server.register()
+    session = step_up(user).json()["session"]
+    answers = [
+        step_up(user, password_auth(user, session, f"guess {n}")) for n in range(3)
+    ]
+    assert [a.status_code for a in answers] == [401, 401, 401]
+    assert [a.json()["errcode"] for a in answers] == [
+        "M_FORBIDDEN",
+        "M_FORBIDDEN",
+        "M_USER_LOCKED",
+    ]
+    assert len(server.events_about(user.user_id, "step_up_failed")) == 3
+    (block,) = server.events_about(user.user_id, "block")
+    assert block["tchap_guard"]["control"] == "failed_step_ups"
+    assert server.login(user.localpart).status_code == 403
