@@ -15,6 +15,7 @@ from synapse.module_api import (
     SynapseRequest,
     parse_json_object_from_request,
 )
+from synapse.module_api.errors import SynapseError
 
 from synapse_tchap_guard import _synapse_internals as internals
 from synapse_tchap_guard.audit import AuditEvent, RequestInfo, format_timestamp
@@ -56,6 +57,10 @@ class StepUpResource(DirectServeJsonResource):
             if "errcode" in incomplete.result:  # credentials were given, and wrong
                 await self._failed(user_id, incomplete.result, info)
             return 401, incomplete.result
+        except SynapseError as refused:
+            if refused.code == 403:  # SSO signed in someone else, or a refused login
+                await self._failed(user_id, refused.error_dict(None), info)
+            raise
         return 200, await self._succeeded(user_id, info)
 
     async def _succeeded(self, user_id: str, info: RequestInfo | None) -> JsonDict:
