@@ -271,6 +271,7 @@ class Homeserver:
         settings: dict[str, Any] | None = None,
         with_workers: bool = False,
         federation: bool = False,
+        metrics: bool = False,
         cpus: set[int] | None = None,
     ) -> None:
         self.cpus = cpus
@@ -279,6 +280,7 @@ class Homeserver:
         self.port = free_port()
         self.federation_port = free_port() if federation else None
         self.replication_port = free_port() if with_workers else None
+        self.metrics_port = free_port() if metrics else None
         self.workers: list[Worker] = []
         self.http = requests.Session()
         # Room for the concurrent requests some tests send.
@@ -310,6 +312,15 @@ class Homeserver:
             }
         if self.federation_port is not None:
             self._add_federation(config, self.federation_port)
+        if self.metrics_port is not None:
+            config["enable_metrics"] = True
+            config["listeners"].append(
+                {
+                    "port": self.metrics_port,
+                    "bind_addresses": ["127.0.0.1"],
+                    "type": "metrics",
+                }
+            )
         if self.replication_port is not None:
             config["listeners"].append(
                 {
@@ -485,6 +496,7 @@ class Homeserver:
         *,
         admin: bool = False,
         password: str = PASSWORD,
+        displayname: str | None = None,
     ) -> Account:
         """Create an account with the shared secret, as `register_new_matrix_user` does."""
         localpart = localpart or unique("user")
@@ -503,6 +515,8 @@ class Homeserver:
             "admin": admin,
             "mac": mac.hexdigest(),
         }
+        if displayname is not None:
+            body["displayname"] = displayname
         response = self.http.post(url, json=body, timeout=30)
         assert response.status_code == 200, response.text
         data = response.json()
@@ -521,6 +535,28 @@ class Homeserver:
 
     def anonymous(self) -> Account:
         return Account(self, "", "", "")
+
+    def metrics(self, prefix: str = "synapse_tchap_guard_") -> dict[str, float]:
+        """Samples from Synapse's metrics endpoint, keyed as Prometheus prints them:
+        `name{label="value",...}` with labels sorted."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        assert self.metrics_port is not None, "start it with metrics=True"
+        text = self.http.get(
+            f"http://127.0.0.1:{self.metrics_port}/_synapse/metrics", timeout=10
+        ).text
+        samples = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name.startswith(prefix) and not sample.name.endswith(
+                    "_created"
+                ):
+                    labels = ",".join(
+                        f'{key}="{value}"'
+                        for key, value in sorted(sample.labels.items())
+                    )
+                    samples[f"{sample.name}{{{labels}}}"] = sample.value
+        return samples
 
     # --- the database, from outside --------------------------------------------
 

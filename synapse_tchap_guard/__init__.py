@@ -27,6 +27,7 @@ from synapse_tchap_guard.gates.directory import DirectoryGate
 from synapse_tchap_guard.gates.joins import JoinGate
 from synapse_tchap_guard.gates.media import MediaGate
 from synapse_tchap_guard.gates.quota import QuotaGate
+from synapse_tchap_guard.metrics import GuardMetrics
 from synapse_tchap_guard.policy import DirectoryRules, Quota
 from synapse_tchap_guard.request_gate import RequestGate
 from synapse_tchap_guard.step_up import StepUpResource
@@ -60,6 +61,10 @@ class TchapGuard:
             api, config, GuardStore(api, node), AuditLog(node)
         )
         self._blocking = blocking = Blocking(context, BlockRegistry())
+        metrics = GuardMetrics(
+            api.server_name, lambda: blocking.registry.count_in_force(context.now())
+        )
+        context.audit.listeners.append(metrics.observe)
         joins_control = quota_control(
             "public_room_joins", "public room joins", config.public_room_joins
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -140,8 +140,12 @@ class AuditLog:
 
     def __init__(self, node: str) -> None:
         self.node = node
+        # Called with every event as it is written (the metrics count them).
+        self.listeners: list[Callable[[AuditEvent], None]] = []
 
     def emit(self, event: AuditEvent) -> dict[str, Any]:
+        for listener in self.listeners:
+            listener(event)
         document = event.to_ecs(self.node)
         level = logging.WARNING if event.outcome == "failure" else logging.INFO
         if event.action == "database_error":

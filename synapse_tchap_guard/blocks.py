@@ -66,6 +66,9 @@ class BlockRegistry:
     def __len__(self) -> int:
         return len(self._blocks)
 
+    def count_in_force(self, now: int) -> int:
+        return sum(1 for block in self._blocks.values() if block.in_force(now))
+
 
 class Blocking:
     """Setting and lifting blocks, and what follows from them."""

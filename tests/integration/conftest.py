@@ -33,12 +33,14 @@ def running_homeserver(
     backend: str,
     guard: dict[str, Any] | None = None,
     settings: dict[str, Any] | None = None,
+    metrics: bool = False,
 ) -> Iterator[Homeserver]:
     server = Homeserver(
         factory.mktemp(f"synapse-{backend}"),
         database=backend,
         guard=guard,
         settings=settings,
+        metrics=metrics,
     )
     try:
         server.start()

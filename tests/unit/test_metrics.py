@@ -1,0 +1,60 @@
+"""Metrics are counted from the audit events: each action lands in its series."""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY
+
+from synapse_tchap_guard.audit import AuditEvent
+from synapse_tchap_guard.metrics import GuardMetrics
+
+SERVER = "metrics.unit.test"
+
+
+def sample(name: str, **labels: str) -> float:
+    value = REGISTRY.get_sample_value(
+        f"synapse_tchap_guard_{name}", {"server_name": SERVER, **labels}
+    )
+    return value or 0.0
+
+
+def event(action: str, **guard: str) -> AuditEvent:
+    return AuditEvent(action=action, ts=0, user_id="@u:x", message="", guard=guard)
+
+
+def test_each_action_counts_in_its_series_and_the_gauge_asks_the_registry() -> None:
+    blocked = [3]
+    metrics = GuardMetrics(SERVER, lambda: blocked[0])
+    before = sample("decisions_total", control="media_downloads", decision="deny")
+    metrics.observe(event("deny", control="media_downloads", decision="deny"))
+    metrics.observe(event("step_up_required", control="directory", decision="deny"))
+    metrics.observe(
+        event("would_block", control="public_room_joins", decision="would_block")
+    )
+    metrics.observe(event("step_up_failed", control="directory"))
+    metrics.observe(event("login_refused"))
+    metrics.observe(event("admin_unblock"))
+    metrics.observe(
+        event("database_error", control="media_downloads", decision="allow")
+    )
+    metrics.observe(event("sessions_ended"))  # not a metric of its own
+
+    assert (
+        sample("decisions_total", control="media_downloads", decision="deny")
+        == before + 1
+    )
+    assert sample("decisions_total", control="directory", decision="deny") == 1
+    assert sample("step_ups_total", outcome="required") == 1
+    assert sample("step_ups_total", outcome="failed") == 1
+    assert (
+        sample("decisions_total", control="public_room_joins", decision="would_block")
+        == 1
+    )
+    assert sample("logins_refused_total") == 1
+    assert sample("admin_actions_total", action="unblock") == 1
+    assert (
+        sample("database_errors_total", control="media_downloads", decision="allow")
+        == 1
+    )
+    assert sample("blocked_accounts") == 3
+    blocked[0] = 0
+    assert sample("blocked_accounts") == 0
