@@ -139,12 +139,20 @@ WORKLOADS = ("whoami", "download")
 class Prepared:
     """A running server with accounts and media ready, and what it measured."""
 
-    name: str
     server: Homeserver
     accounts: list[Account]
     media: list[str]
     rps: dict[str, list[float]] = attr.Factory(lambda: {k: [] for k in WORKLOADS})
     cpu_us: dict[str, list[float]] = attr.Factory(lambda: {k: [] for k in WORKLOADS})
+
+
+def even_and_positive(text: str) -> int:
+    value = int(text)
+    if value < 2 or value % 2:
+        raise argparse.ArgumentTypeError(
+            f"must be an even number of 2 or more, not {value}"
+        )
+    return value
 
 
 def prepare(database: str, guarded: bool, args: argparse.Namespace) -> Prepared:
@@ -159,7 +167,7 @@ def prepare(database: str, guarded: bool, args: argparse.Namespace) -> Prepared:
     server.start()
     accounts = [server.register() for _ in range(args.accounts)]
     media = [accounts[0].upload(os.urandom(args.size)) for _ in range(args.media)]
-    prepared = Prepared("with" if guarded else "without", server, accounts, media)
+    prepared = Prepared(server, accounts, media)
     for kind in WORKLOADS:  # warm the caches of both servers alike
         batch(prepared, kind, args.concurrency * 50, args.concurrency, record=False)
     return prepared
@@ -272,7 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--media", type=int, default=50, help="distinct files")
     parser.add_argument("--size", type=int, default=4096, help="bytes per file")
     parser.add_argument(
-        "--rounds", type=int, default=40, help="batches of each, over both start orders"
+        "--rounds",
+        type=even_and_positive,
+        default=40,
+        help="batches of each, over both start orders (an even number)",
     )
     parser.add_argument("--databases", default="sqlite,postgres")
     parser.add_argument("--json", type=Path, help="also write the results here")

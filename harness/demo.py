@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from harness.homeserver import Homeserver, wait_until
-
-ADMIN_API = "/_synapse/client/tchap_guard/admin/v1"
+from harness.homeserver import ADMIN_API, Homeserver, wait_until
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,16 +66,7 @@ def attack(server: Homeserver, room_count: int) -> None:
     print(
         "\nWhat the SIEM received (tchap_guard_events.log, one ECS JSON object a line):"
     )
-    events = server.events_about(victim.user_id)
-    for opening, closing, count in event_runs(events):
-        repeat = (
-            f" (x{count}, until {closing['@timestamp'][11:23]})" if count > 1 else ""
-        )
-        action = opening["event"]["action"]
-        print(f"  {opening['@timestamp']}  {action:<15} {opening['message']}{repeat}")
-        block = opening.get("tchap_guard", {}).get("block")
-        if block and action == "block":
-            print(f"  {'':24}  {'':15} blocked until {block['until']}")
+    print_event_runs(server.events_about(victim.user_id), action_width=15)
 
     print(f"\nAn admin looks the account up (GET {ADMIN_API}/accounts/...):")
     view = admin.get(f"{ADMIN_API}/accounts/{quote(victim.user_id)}").json()
@@ -124,6 +113,22 @@ def event_runs(
         else:
             grouped.append((event, event, 1))
     return grouped
+
+
+def print_event_runs(events: list[dict[str, Any]], action_width: int) -> None:
+    """The SIEM's lines for a reader: repeats folded, with the block's end."""
+    for opening, closing, count in event_runs(events):
+        repeat = (
+            f" (x{count}, until {closing['@timestamp'][11:23]})" if count > 1 else ""
+        )
+        action = opening["event"]["action"]
+        print(
+            f"  {opening['@timestamp']}  {action:<{action_width}}"
+            f" {opening['message']}{repeat}"
+        )
+        block = opening.get("tchap_guard", {}).get("block")
+        if block and action == "block":
+            print(f"  {'':24}  {'':{action_width}} blocked until {block['until']}")
 
 
 def same_answer(a: Any, b: Any) -> bool:

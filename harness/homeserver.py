@@ -35,6 +35,9 @@ EXAMPLE_CONFIG = REPO / "example_homeserver.yaml"
 EXAMPLE_LOG_CONFIG = REPO / "example_log_config.yaml"
 EVENTS_FILE = "tchap_guard_events.log"
 PASSWORD = "correct horse battery staple"
+# The guard's endpoints, as a client knows them (written out: they are the contract).
+ADMIN_API = "/_synapse/client/tchap_guard/admin/v1"
+STEP_UP = "/_synapse/client/tchap_guard/v1/step_up"
 POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 
 # Synapse's own rate limits would get in the way of tests that act fast on purpose.
@@ -486,9 +489,6 @@ class Homeserver:
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
-
-    def user_id(self, localpart: str) -> str:
-        return f"@{localpart}:{self.server_name}"
 
     def register(
         self,

@@ -1,7 +1,8 @@
 """The hijacked account, driven as the June 2026 scraping script was: log in with the
 phished password, list the public rooms, join them all, page through their history,
 download every attachment, enumerate the directory; ignore refusals and retry them,
-log in again when logged out, and stop only when the server will not let it back in.
+log in again when logged out; stop when the server will not let it back in, or after
+`retries` passes over what was refused.
 
 It does not answer a step-up challenge: a script does not stop to re-authenticate
 (with the phished password it could, which the SIEM would show as
@@ -18,6 +19,7 @@ from urllib.parse import quote
 import attr
 import requests
 
+from harness import demo
 from harness.homeserver import PASSWORD, Account, Homeserver
 
 LOGGED_OUT = ("M_USER_LOCKED", "M_UNKNOWN_TOKEN")
@@ -85,8 +87,8 @@ class Scraper:
                     time.sleep(
                         0.2
                     )  # a scraper's back-off: brief, and never Retry-After
-                rooms = [room for room in rooms if not self._scrape_room(room, media)]
                 media = [mxc for mxc in media if not self._download(mxc)]
+                rooms = [room for room in rooms if not self._scrape_room(room, media)]
                 terms = [term for term in terms if not self._search(term)]
                 if not (rooms or media or terms):
                     break
@@ -127,7 +129,9 @@ class Scraper:
         return True
 
     def _read_history(self, room: str) -> list[str] | None:
+        """The room's attachments, once its whole history is read; None if refused."""
         attachments: list[str] = []
+        messages = 0
         since = ""
         while True:
             page = self._call(
@@ -140,10 +144,11 @@ class Scraper:
             for event in body["chunk"]:
                 if event["type"] != "m.room.message":
                     continue
-                self.haul.messages += 1
+                messages += 1
                 if "url" in event["content"]:
                     attachments.append(event["content"]["url"])
             if not body["chunk"] or "end" not in body:
+                self.haul.messages += messages  # counted once, however many tries
                 return attachments
             since = f"&from={quote(body['end'])}"
 
@@ -183,7 +188,7 @@ class Scraper:
         self.haul.requests += 1
         if response.ok:
             return response
-        errcode = _errcode(response)
+        errcode = demo.errcode(response)
         self._refused(f"{response.status_code} {errcode}")
         if response.status_code == 401 and errcode in LOGGED_OUT:
             if not self._log_in():
@@ -196,7 +201,7 @@ class Scraper:
         response = self._server.login(self._localpart, PASSWORD)
         self.haul.requests += 1
         if not response.ok:
-            self._refused(f"{response.status_code} {_errcode(response)} (login)")
+            self._refused(f"{response.status_code} {demo.errcode(response)} (login)")
             return False
         body = response.json()
         self._account = Account(
@@ -211,10 +216,3 @@ class Scraper:
 
     def _elapsed(self) -> float:
         return round(time.monotonic() - self._started, 2)
-
-
-def _errcode(response: requests.Response) -> str:
-    try:
-        return str(response.json().get("errcode", ""))
-    except ValueError:
-        return ""

@@ -12,8 +12,8 @@ from urllib.parse import quote
 import attr
 import requests
 
-from harness.homeserver import Account, Homeserver
-from harness.replay.seed import Person, Seeded
+from harness.homeserver import Homeserver
+from harness.replay.seed import Person, Seeded, account_of
 
 SYNC_FILTER = quote(json.dumps({"room": {"timeline": {"limit": 10}}}))
 
@@ -28,53 +28,55 @@ class Day:
 
 def day_at_work(server: Homeserver, person: Person, seeded: Seeded, seed: int) -> Day:
     rng = random.Random(seed)
-    account = Account(server, person.user_id, person.token, "")
+    account = account_of(server, person)
     day = Day()
 
-    def call(method: str, path: str, body: Any = None) -> requests.Response:
-        response = account.request(method, path, json=body)
+    def counted(response: requests.Response) -> requests.Response:
         day.requests += 1
         if not response.ok:
-            day.refused.append(f"{method} {path.split('?')[0]}: {response.status_code}")
+            sent = response.request
+            path = (sent.path_url or "").split("?")[0]
+            day.refused.append(f"{sent.method} {path}: {response.status_code}")
         return response
 
-    call("GET", f"/_matrix/client/v3/sync?timeout=0&filter={SYNC_FILTER}")
+    counted(account.get(f"/_matrix/client/v3/sync?timeout=0&filter={SYNC_FILTER}"))
     rooms = list(seeded.rooms_of[person.user_id])
     new_forums = [room for room in seeded.forums if room not in rooms]
     for room in rng.sample(new_forums, min(len(new_forums), rng.choice((1, 2)))):
-        if call("POST", f"/_matrix/client/v3/join/{quote(room)}").ok:
+        if counted(account.join(room)).ok:
             rooms.append(room)
     for room in rooms:
-        call("GET", f"/_matrix/client/v3/rooms/{quote(room)}/messages?dir=b&limit=30")
+        counted(
+            account.get(
+                f"/_matrix/client/v3/rooms/{quote(room)}/messages?dir=b&limit=30"
+            )
+        )
 
     colleague = rng.choice(seeded.people)
     found: list[dict[str, Any]] = []
     for term in (colleague.name.split()[1], colleague.name):  # typed as in a client
-        response = call(
-            "POST",
-            "/_matrix/client/v3/user_directory/search",
-            {"search_term": term, "limit": 10},
+        response = counted(
+            account.post(
+                "/_matrix/client/v3/user_directory/search",
+                {"search_term": term, "limit": 10},
+            )
         )
         if response.ok:
             found = response.json()["results"] or found
     if found:
-        call("GET", f"/_matrix/client/v3/profile/{quote(found[0]['user_id'])}")
+        counted(account.get(f"/_matrix/client/v3/profile/{quote(found[0]['user_id'])}"))
 
     attachments = [mxc for room in rooms for mxc in seeded.attachments.get(room, ())]
     images = [mxc for mxc in attachments if mxc in seeded.images]
-    opened = rng.sample(images, min(3, len(images)))  # shown in the timeline
-    opened += rng.sample(attachments, min(2, len(attachments)))  # clicked
-    for number, mxc in enumerate(opened):
-        server_name, media_id = mxc.removeprefix("mxc://").split("/", 1)
-        kind = "thumbnail" if number < 3 and mxc in seeded.images else "download"
-        size = "?width=96&height=96&method=scale" if kind == "thumbnail" else ""
-        call("GET", f"/_matrix/client/v1/media/{kind}/{server_name}/{media_id}{size}")
+    for mxc in rng.sample(images, min(3, len(images))):  # shown in the timeline
+        counted(account.thumbnail(mxc, size=96))
+    for mxc in rng.sample(attachments, min(2, len(attachments))):  # clicked
+        counted(account.download(mxc))
 
-    reply = {"msgtype": "m.text", "body": "Merci, bien reçu."}
-    txn = f"reply{seed}"
-    call(
-        "PUT",
-        f"/_matrix/client/v3/rooms/{quote(rooms[-1])}/send/m.room.message/{txn}",
-        reply,
+    counted(
+        account.put(
+            f"/_matrix/client/v3/rooms/{quote(rooms[-1])}/send/m.room.message/reply{seed}",
+            {"msgtype": "m.text", "body": "Merci, bien reçu."},
+        )
     )
     return day

@@ -7,7 +7,7 @@ from typing import Any
 
 import attr
 
-from harness.demo import event_runs
+from harness.demo import print_event_runs
 from harness.replay.attacker import Haul
 from harness.replay.colleagues import Day
 from harness.replay.seed import Scale, Seeded
@@ -81,12 +81,7 @@ def print_report(scale: Scale, seeded: Seeded, without: Run, with_: Run) -> None
         print(f"  {count:>5} x {what}")
 
     print("\nWhat the SIEM received, with the guard (tchap_guard_events.log):")
-    for opening, closing, count in event_runs(with_.events):
-        repeat = (
-            f" (x{count}, until {closing['@timestamp'][11:23]})" if count > 1 else ""
-        )
-        action = opening["event"]["action"]
-        print(f"  {opening['@timestamp']}  {action:<17} {opening['message']}{repeat}")
+    print_event_runs(with_.events, action_width=17)
 
     print("\nWhat Prometheus scraped from Synapse's metrics endpoint, with the guard:")
     for series, value in sorted(with_.metrics.items()):

@@ -183,8 +183,9 @@ def _ascii(text: str) -> str:
     return "".join(c for c in decomposed if c.isascii() and (c.isalnum() or c == "."))
 
 
-def parallel(work: Callable[[T], R], items: Iterable[T], threads: int = 4) -> list[R]:
-    with ThreadPoolExecutor(threads) as pool:
+def parallel(work: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """Seed over a few connections: Synapse works while the client waits on another."""
+    with ThreadPoolExecutor(4) as pool:
         return list(pool.map(work, items))
 
 
@@ -196,7 +197,7 @@ def seed(server: Homeserver, scale: Scale, progress: Callable[[str], None]) -> S
         lambda pair: _person(server.register(pair[1], displayname=pair[0]), pair[0]),
         names(scale.users),
     )
-    accounts = {person.user_id: _account(server, person) for person in people}
+    accounts = {person.user_id: account_of(server, person) for person in people}
     victim, *others = people
     colleagues = others[: scale.ordinary_users]
     hosts = others[scale.ordinary_users :] or others
@@ -217,30 +218,30 @@ def seed(server: Homeserver, scale: Scale, progress: Callable[[str], None]) -> S
             for person in random.Random(number).sample(hosts, min(4, len(hosts)))
         ]
         for member in members[1:]:
-            member.join(room)
+            _must(member.join(room).ok, "join a forum")
         media, size = _history(room, members, scale, random.Random(number))
         return room, media, size
 
     forums = parallel(forum, range(scale.forums))
     for index, colleague in enumerate(colleagues):  # two forums each, read daily
-        for room, _, _ in (
-            forums[index % len(forums)],
-            forums[(index + 1) % len(forums)],
-        ):
-            _must(accounts[colleague.user_id].join(room).status_code == 200, "join")
+        for position in sorted({index % len(forums), (index + 1) % len(forums)}):
+            room = forums[position][0]
+            _must(accounts[colleague.user_id].join(room).ok, "join a forum")
             rooms_of[colleague.user_id].append(room)
 
     progress(f"{scale.private_rooms} private team rooms")
 
     def team(number: int) -> None:
-        members = [colleagues[(number + k) % len(colleagues)] for k in range(3)]
+        members = list(
+            dict.fromkeys(colleagues[(number + k) % len(colleagues)] for k in range(3))
+        )
         if number == 0:
             members.append(victim)
         owner = accounts[members[0].user_id]
         room = owner.create_room(public=False, name=f"Équipe {number + 1}")
         for member in members[1:]:
             owner.invite(room, member.user_id)
-            accounts[member.user_id].join(room)
+            _must(accounts[member.user_id].join(room).ok, "join a team room")
         for k in range(10):
             _send_text(accounts[members[k % len(members)].user_id], room, rng)
         for member in members:
@@ -315,7 +316,8 @@ def _person(account: Account, name: str) -> Person:
     return Person(account.user_id, account.localpart, name, account.token)
 
 
-def _account(server: Homeserver, person: Person) -> Account:
+def account_of(server: Homeserver, person: Person) -> Account:
+    """The person's seeded session, on `server` (a copy of the seeded one)."""
     return Account(server, person.user_id, person.token, "")
 
 
