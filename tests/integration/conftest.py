@@ -1,8 +1,9 @@
 """Fixtures: one real Synapse per test module and backend, shared by its tests.
 
-Tests use fresh accounts, so they can share a homeserver; a module whose tests need
-another guard config starts its own. PostgreSQL tests are skipped, and reported so,
-on a machine without PostgreSQL on 127.0.0.1:5432.
+Tests use fresh accounts, so they can share a homeserver. `server` runs the guard a
+module sets in its `GUARD` (example_homeserver.yaml's without one); a module that needs
+more defines its own `server`. PostgreSQL tests are skipped, and reported so, on a
+machine without PostgreSQL on 127.0.0.1:5432.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from harness.homeserver import Homeserver, postgres_available
+from harness.homeserver import Account, Homeserver, postgres_available
 
 
 @pytest.fixture(
@@ -47,3 +48,19 @@ def running_homeserver(
         yield server
     finally:
         server.destroy()
+
+
+@pytest.fixture(scope="module")
+def server(
+    request: pytest.FixtureRequest,
+    backend: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Homeserver]:
+    guard = getattr(request.module, "GUARD", None)
+    with running_homeserver(tmp_path_factory, backend, guard=guard) as homeserver:
+        yield homeserver
+
+
+@pytest.fixture(scope="module")
+def admin(server: Homeserver) -> Account:
+    return server.register(admin=True)

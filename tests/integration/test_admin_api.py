@@ -3,33 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from urllib.parse import quote
 
 import pytest
 import requests
 
-from harness.homeserver import Account, Homeserver, wait_until
-from tests.integration.conftest import running_homeserver
-
-ADMIN = "/_synapse/client/tchap_guard/admin/v1"
-
-
-@pytest.fixture(scope="module")
-def server(
-    backend: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Homeserver]:
-    with running_homeserver(tmp_path_factory, backend) as homeserver:
-        yield homeserver
-
-
-@pytest.fixture(scope="module")
-def admin(server: Homeserver) -> Account:
-    return server.register(admin=True)
+from harness.homeserver import ADMIN_API, Account, Homeserver, wait_until
 
 
 def account_path(user_id: str, action: str = "") -> str:
-    return f"{ADMIN}/accounts/{quote(user_id)}" + (f"/{action}" if action else "")
+    return f"{ADMIN_API}/accounts/{quote(user_id)}" + (f"/{action}" if action else "")
 
 
 def assert_error(
@@ -44,7 +27,7 @@ def test_only_server_admins_may_call_it(server: Homeserver) -> None:
     user = server.register()
     anonymous = server.anonymous()
     stranger = Account(server, "", "not-a-token", "")
-    for path in (f"{ADMIN}/blocks", account_path(user.user_id)):
+    for path in (f"{ADMIN_API}/blocks", account_path(user.user_id)):
         assert_error(anonymous.get(path), 401, "M_MISSING_TOKEN")
         assert_error(stranger.get(path), 401, "M_UNKNOWN_TOKEN")
         assert_error(user.get(path), 403, "M_FORBIDDEN", "not a server admin")
@@ -165,15 +148,15 @@ def test_the_blocks_list_pages_newest_first(server: Homeserver, admin: Account) 
     for user in users:
         assert admin.post(account_path(user.user_id, "block"), {"reason": "page"}).ok
 
-    first = admin.get(f"{ADMIN}/blocks?limit=2").json()
+    first = admin.get(f"{ADMIN_API}/blocks?limit=2").json()
     assert first["total"] >= 3
     assert [b["user_id"] for b in first["blocks"]] == [
         users[2].user_id,
         users[1].user_id,
     ]
-    second = admin.get(f"{ADMIN}/blocks?limit=2&from={first['next_token']}").json()
+    second = admin.get(f"{ADMIN_API}/blocks?limit=2&from={first['next_token']}").json()
     assert second["blocks"][0]["user_id"] == users[0].user_id
-    every = admin.get(f"{ADMIN}/blocks?limit=1000").json()
+    every = admin.get(f"{ADMIN_API}/blocks?limit=1000").json()
     assert "next_token" not in every
     assert len(every["blocks"]) == every["total"]
     assert all(
@@ -190,7 +173,7 @@ def test_bad_pagination_is_a_400(
     server: Homeserver, admin: Account, query: str
 ) -> None:
     assert_error(
-        admin.get(f"{ADMIN}/blocks?{query}"),
+        admin.get(f"{ADMIN_API}/blocks?{query}"),
         400,
         "M_INVALID_PARAM",
         query.split("=")[0],
@@ -203,13 +186,13 @@ def test_bad_user_ids_and_bodies_are_400s_and_unknown_users_404s(
     user = server.register()
     # Decoded once: "%2541" stays "%41" and is not an id of this server.
     assert_error(
-        admin.get(f"{ADMIN}/accounts/{quote(quote(user.user_id))}"),
+        admin.get(f"{ADMIN_API}/accounts/{quote(quote(user.user_id))}"),
         400,
         "M_INVALID_PARAM",
     )
     for raw in ("alice", "@nocolon", "@bad:"):
         assert_error(
-            admin.get(f"{ADMIN}/accounts/{quote(raw)}"),
+            admin.get(f"{ADMIN_API}/accounts/{quote(raw)}"),
             400,
             "M_INVALID_PARAM",
             "user id",
@@ -236,7 +219,9 @@ def test_bad_user_ids_and_bodies_are_400s_and_unknown_users_404s(
         "M_INVALID_PARAM",
         "too long",
     )
-    assert_error(admin.get(f"{ADMIN}/accounts/%FF"), 400, "M_INVALID_PARAM", "UTF-8")
+    assert_error(
+        admin.get(f"{ADMIN_API}/accounts/%FF"), 400, "M_INVALID_PARAM", "UTF-8"
+    )
     assert_error(
         admin.post(block, {"reason": "r", "duration": "soon"}),
         400,
@@ -258,6 +243,6 @@ def test_bad_user_ids_and_bodies_are_400s_and_unknown_users_404s(
 
 
 def test_unknown_endpoints_and_methods(server: Homeserver, admin: Account) -> None:
-    assert_error(admin.get(f"{ADMIN}/nothing"), 404, "M_UNRECOGNIZED")
-    assert_error(admin.post(f"{ADMIN}/blocks"), 404, "M_UNRECOGNIZED")
-    assert_error(admin.put(f"{ADMIN}/blocks"), 405, "M_UNRECOGNIZED")
+    assert_error(admin.get(f"{ADMIN_API}/nothing"), 404, "M_UNRECOGNIZED")
+    assert_error(admin.post(f"{ADMIN_API}/blocks"), 404, "M_UNRECOGNIZED")
+    assert_error(admin.put(f"{ADMIN_API}/blocks"), 405, "M_UNRECOGNIZED")

@@ -8,12 +8,11 @@ from urllib.parse import quote
 
 import pytest
 
-from harness.homeserver import Account, Homeserver, wait_until
+from harness.homeserver import ADMIN_API, Account, Homeserver, wait_until
 from tests.integration.conftest import running_homeserver
 
 BLOCK_AT = 4
 EXPIRY_S = 6
-ADMIN = "/_synapse/client/tchap_guard/admin/v1"
 
 
 def guard(duration: str, end_sessions: bool) -> dict[str, object]:
@@ -144,7 +143,7 @@ def test_a_block_survives_a_restart(keeping_sessions: Homeserver) -> None:
 
     assert_locked(user.whoami())
     assert_login_refused(server, user)
-    blocks = admin.get(f"{ADMIN}/blocks?limit=1000").json()["blocks"]
+    blocks = admin.get(f"{ADMIN_API}/blocks?limit=1000").json()["blocks"]
     assert user.user_id in [block["user_id"] for block in blocks]
 
 
@@ -159,7 +158,8 @@ def test_an_admin_unblock_lets_the_account_start_over(
     assert_locked(user.whoami())
 
     response = admin.post(
-        f"{ADMIN}/accounts/{quote(user.user_id)}/unblock", {"reason": "false positive"}
+        f"{ADMIN_API}/accounts/{quote(user.user_id)}/unblock",
+        {"reason": "false positive"},
     )
     assert response.status_code == 200, response.text
 

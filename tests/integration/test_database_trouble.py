@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import pytest
 
-from harness.homeserver import Account, Homeserver, wait_until
+from harness.homeserver import ADMIN_API, Account, Homeserver, wait_until
 from tests.integration.conftest import running_homeserver
 
 GUARD = {
@@ -24,7 +24,6 @@ GUARD = {
     "blocking": {"duration": "0", "end_sessions": False},
 }
 TABLES = ("tchap_guard_attempts", "tchap_guard_blocks")
-ADMIN = "/_synapse/client/tchap_guard/admin/v1"
 
 
 @pytest.fixture(scope="module", params=["allow", "deny"])
@@ -50,12 +49,12 @@ def tables_missing(server: Homeserver) -> Iterator[None]:
 
 
 def downloads_counted(admin: Account, user: Account) -> int:
-    view = admin.get(f"{ADMIN}/accounts/{quote(user.user_id)}").json()
+    view = admin.get(f"{ADMIN_API}/accounts/{quote(user.user_id)}").json()
     return int(view["counters"]["media_downloads"]["limits"][0]["count"])
 
 
 def counted(admin: Account, user: Account) -> int:
-    view = admin.get(f"{ADMIN}/accounts/{quote(user.user_id)}").json()
+    view = admin.get(f"{ADMIN_API}/accounts/{quote(user.user_id)}").json()
     return int(view["counters"]["public_room_joins"]["limits"][0]["count"])
 
 
@@ -68,7 +67,7 @@ def test_on_error_decides_and_nothing_is_lost(server: Homeserver) -> None:
     )
     blocked = server.register()
     assert admin.post(
-        f"{ADMIN}/accounts/{quote(blocked.user_id)}/block", {"reason": "r"}
+        f"{ADMIN_API}/accounts/{quote(blocked.user_id)}/block", {"reason": "r"}
     ).ok
     rooms = [owner.create_room() for _ in range(4)]
     mxc = owner.upload(b"a file")

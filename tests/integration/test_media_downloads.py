@@ -13,8 +13,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from harness.homeserver import Account, Homeserver, png, wait_until
-from tests.integration.conftest import running_homeserver
+from harness.homeserver import ADMIN_API, Account, Homeserver, png, wait_until
 
 SHORT_S = 5
 KIB = 1024
@@ -27,22 +26,8 @@ GUARD = {
         "block_at": {"window": "1h", "max": 12},
     },
 }
-ADMIN = "/_synapse/client/tchap_guard/admin/v1"
 # Downloads are counted in memory and written twice a second.
 FLUSHED_S = 1.5
-
-
-@pytest.fixture(scope="module")
-def server(
-    backend: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Homeserver]:
-    with running_homeserver(tmp_path_factory, backend, guard=GUARD) as homeserver:
-        yield homeserver
-
-
-@pytest.fixture(scope="module")
-def admin(server: Homeserver) -> Account:
-    return server.register(admin=True)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +42,7 @@ def files(server: Homeserver) -> dict[str, str]:
 
 
 def media_counters(admin: Account, user: Account) -> dict[str, Any]:
-    response = admin.get(f"{ADMIN}/accounts/{quote(user.user_id)}")
+    response = admin.get(f"{ADMIN_API}/accounts/{quote(user.user_id)}")
     assert response.status_code == 200, response.text
     counters: dict[str, Any] = response.json()["counters"]["media_downloads"]
     return counters
@@ -249,7 +234,7 @@ def test_an_unblocked_account_downloads_again_at_once(
     statuses = [user.download(files["small"]).status_code for _ in range(12)]
     assert statuses[-1] == 401
     response = admin.post(
-        f"{ADMIN}/accounts/{quote(user.user_id)}/unblock", {"reason": "ok"}
+        f"{ADMIN_API}/accounts/{quote(user.user_id)}/unblock", {"reason": "ok"}
     )
     assert response.status_code == 200
     session = server.login(user.localpart).json()["access_token"]
@@ -266,5 +251,5 @@ def test_a_restart_loses_no_download_counted(
     for _ in range(3):
         assert user.download(files["small"]).status_code == 200
     server.restart()  # at once: the counts are written on the way out
-    view = admin.get(f"{ADMIN}/accounts/{quote(user.user_id)}").json()
+    view = admin.get(f"{ADMIN_API}/accounts/{quote(user.user_id)}").json()
     assert view["counters"]["media_downloads"]["limits"][1]["count"] == 3

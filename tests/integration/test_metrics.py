@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import pytest
 
-from harness.homeserver import PASSWORD, Homeserver, wait_until
+from harness.homeserver import ADMIN_API, PASSWORD, STEP_UP, Homeserver, wait_until
 from tests.integration.conftest import running_homeserver
 from tests.integration.test_database_trouble import tables_missing
 
@@ -22,8 +22,6 @@ GUARD = {
     },
     "blocking": {"duration": "0", "end_sessions": False},
 }
-ADMIN = "/_synapse/client/tchap_guard/admin/v1"
-STEP_UP = "/_synapse/client/tchap_guard/v1/step_up"
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +90,7 @@ def test_decisions_blocks_step_ups_and_errors_are_counted(server: Homeserver) ->
     assert {key: after.get(key) for key in expected} == expected
 
     unblocked = admin.post(
-        f"{ADMIN}/accounts/{quote(scraper.user_id)}/unblock", {"reason": "checked"}
+        f"{ADMIN_API}/accounts/{quote(scraper.user_id)}/unblock", {"reason": "checked"}
     )
     assert unblocked.status_code == 200
     assert wait_until(lambda: server.metrics()[series("blocked_accounts")] == 0)

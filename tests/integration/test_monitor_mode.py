@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from urllib.parse import quote
 
-import pytest
-
-from harness.homeserver import Account, Homeserver, wait_until
-from tests.integration.conftest import running_homeserver
+from harness.homeserver import ADMIN_API, Account, Homeserver, wait_until
 
 RULES = {"limits": [{"window": "1h", "max": 2}], "block_at": {"window": "1h", "max": 4}}
 GUARD = {
@@ -42,14 +38,6 @@ def decisions(
         for event in server.events_about(user_id)
         if event.get("tchap_guard", {}).get("control") == control
     ]
-
-
-@pytest.fixture(scope="module")
-def server(
-    backend: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Homeserver]:
-    with running_homeserver(tmp_path_factory, backend, guard=GUARD) as homeserver:
-        yield homeserver
 
 
 def test_monitor_mode_denies_nothing_and_reports_what_it_would_do(
@@ -90,9 +78,7 @@ def test_monitor_mode_denies_nothing_and_reports_what_it_would_do(
         assert event["tchap_guard"]["decision"] == "would_deny"
     assert server.events_about(user.user_id, "sessions_ended") == []
 
-    view = admin.get(
-        f"/_synapse/client/tchap_guard/admin/v1/accounts/{quote(user.user_id)}"
-    ).json()
+    view = admin.get(f"{ADMIN_API}/accounts/{quote(user.user_id)}").json()
     assert view["blocked"] is False
     assert [a["decision"] for a in reversed(view["recent_actions"])] == [
         "allow",

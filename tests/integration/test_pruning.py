@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
-import pytest
-
-from harness.homeserver import Homeserver, wait_until
-from tests.integration.conftest import running_homeserver
+from harness.homeserver import ADMIN_API, Homeserver, wait_until
 
 DAY_MS = 86_400_000
 GUARD = {
@@ -18,15 +14,6 @@ GUARD = {
     },
     "retention": "7d",
 }
-ADMIN = "/_synapse/client/tchap_guard/admin/v1"
-
-
-@pytest.fixture(scope="module")
-def server(
-    backend: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Homeserver]:
-    with running_homeserver(tmp_path_factory, backend, guard=GUARD) as homeserver:
-        yield homeserver
 
 
 def count(server: Homeserver, table: str, user_id: str) -> int:
@@ -40,8 +27,10 @@ def test_rows_past_every_window_and_the_retention_are_pruned(
     owner, admin = server.register(), server.register(admin=True)
     fresh, stale = server.register(), server.register()
     assert fresh.join(owner.create_room()).status_code == 200
-    assert admin.post(f"{ADMIN}/accounts/{fresh.user_id}/block", {"reason": "r"}).ok
-    assert admin.post(f"{ADMIN}/accounts/{fresh.user_id}/unblock", {"reason": "r"}).ok
+    assert admin.post(f"{ADMIN_API}/accounts/{fresh.user_id}/block", {"reason": "r"}).ok
+    assert admin.post(
+        f"{ADMIN_API}/accounts/{fresh.user_id}/unblock", {"reason": "r"}
+    ).ok
 
     now = int(time.time() * 1000)
     past_windows, past_retention = now - 2 * DAY_MS, now - 8 * DAY_MS

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 
-from harness.homeserver import Account, Homeserver, wait_until
-from tests.integration.conftest import running_homeserver
+from harness.homeserver import ADMIN_API, Account, Homeserver, wait_until
 
 SHORT_S = 5
 GUARD = {
@@ -21,15 +19,6 @@ GUARD = {
         "block_at": {"window": "1h", "max": 50},
     },
 }
-ACCOUNTS = "/_synapse/client/tchap_guard/admin/v1/accounts/"
-
-
-@pytest.fixture(scope="module")
-def server(
-    backend: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Homeserver]:
-    with running_homeserver(tmp_path_factory, backend, guard=GUARD) as homeserver:
-        yield homeserver
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +26,8 @@ def owner(server: Homeserver) -> Account:
     return server.register()
 
 
-@pytest.fixture(scope="module")
-def admin(server: Homeserver) -> Account:
-    return server.register(admin=True)
-
-
 def joins_counted(admin: Account, user: Account) -> int:
-    response = admin.get(ACCOUNTS + quote(user.user_id))
+    response = admin.get(f"{ADMIN_API}/accounts/{quote(user.user_id)}")
     assert response.status_code == 200, response.text
     limits: list[dict[str, Any]] = response.json()["counters"]["public_room_joins"][
         "limits"

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
 from harness.homeserver import Account, Homeserver, wait_until
-from tests.integration.conftest import running_homeserver
 
 GUARD = {
     "public_room_joins": {
@@ -26,14 +22,6 @@ HOSTILE_AGENT = (
 # Synapse reads the header as ASCII, replacing every other byte with U+FFFD.
 AGENT_AS_SEEN = HOSTILE_AGENT.encode("utf-8").decode("ascii", errors="replace")
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-@pytest.fixture(scope="module")
-def server(
-    backend: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Homeserver]:
-    with running_homeserver(tmp_path_factory, backend, guard=GUARD) as homeserver:
-        yield homeserver
 
 
 def hostile_join(user: Account, room_id: str) -> Any:

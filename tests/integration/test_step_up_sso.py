@@ -10,10 +10,8 @@ from urllib.parse import quote
 import pytest
 
 from harness.cas import FakeCas
-from harness.homeserver import Account, Homeserver
+from harness.homeserver import STEP_UP, Account, Homeserver
 from tests.integration.conftest import running_homeserver
-
-STEP_UP = "/_synapse/client/tchap_guard/v1/step_up"
 
 
 @pytest.fixture(scope="module")

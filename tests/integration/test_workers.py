@@ -15,6 +15,7 @@ from urllib.parse import quote
 import pytest
 
 from harness.homeserver import (
+    ADMIN_API,
     POSTGRES,
     Account,
     Homeserver,
@@ -34,7 +35,6 @@ GUARD = {
     "media_downloads": {"limits": [{"window": "1h", "max": 6}], "block_at": None},
     "blocking": {"duration": "0", "end_sessions": False},
 }
-ADMIN = "/_synapse/client/tchap_guard/admin/v1"
 
 pytestmark = pytest.mark.postgres
 
@@ -135,7 +135,7 @@ def test_a_block_set_on_one_process_holds_on_the_other(
 
     # Lifted on the main process, the worker lets the account through again.
     response = admin.post(
-        f"{ADMIN}/accounts/{quote(user.user_id)}/unblock", {"reason": "ok"}
+        f"{ADMIN_API}/accounts/{quote(user.user_id)}/unblock", {"reason": "ok"}
     )
     assert response.status_code == 200, response.text
     wait_until(lambda: via_worker.whoami().status_code == 200, timeout=3)
