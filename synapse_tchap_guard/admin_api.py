@@ -1,8 +1,9 @@
 """The admin API: list and inspect blocked accounts, block, unblock, read counters.
 
 Served under `/_synapse/client/tchap_guard/admin/v1/` (module resources cannot live
-under `/_synapse/admin`), to server admins only. Every call is itself an audit event
-naming the admin, reads included: an account's recent actions are personal data.
+under `/_synapse/admin`), to server admins only. Every call that reads or changes an
+account is itself an audit event naming the admin, reads included: an account's
+recent actions are personal data.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ A download must not wait for the database: Synapse serves one with a single quer
 and on SQLite every query waits its turn on one connection. So a control on a hot path
 counts here. Each account's recent attempts are loaded from the database once, then
 counted in memory. Twice a second the attempts whose response has finished are
-written in one batch, with the bytes each response really sent and the events; so is
-everything at shutdown, as Synapse does for its own per-request bookkeeping (client
+written in one batch, with the bytes each response really sent and the events; every
+attempt is written at once before a decision to block, for an admin's view, and at
+shutdown, as Synapse does for its own per-request bookkeeping (client
 IPs). Every two seconds one query finds the accounts that another process counted
 for, or whose counters an admin reset, and only those are reloaded.
 
@@ -74,15 +75,10 @@ class LiveAccount:
     # Attempts counted here that the database does not fully have yet.
     local: list[LiveAttempt]
     marks: AccountMarks
-    loaded_at: int
     used_at: int
     exempt: bool  # as of the load: admins and appservices are never counted
     # For controls that count distinct targets: when each was last counted (served).
     targets: dict[str, int] | None = None
-
-    @property
-    def escalation_since(self) -> int:
-        return self.marks.escalation_reset_ts
 
     def counted_since(self, target: str, start: int) -> bool:
         """Whether `target` was counted after `start` (it then does not count again)."""
@@ -136,7 +132,10 @@ class LiveCounts:
         self._events.extend(events)
         if len(self._unwritten) > MAX_PENDING:
             lost = len(self._unwritten) - MAX_PENDING
+            for given_up in self._unwritten[:lost]:
+                given_up.written = True  # no longer in flight: never to be written
             del self._unwritten[:lost]
+            del self._events[:-MAX_PENDING]
             logger.error(
                 "tchap_guard dropped %d unwritten %s counts", lost, self._control
             )
@@ -162,8 +161,9 @@ class LiveCounts:
         await self._exclusively(self._sync)
 
     async def flush(self) -> None:
-        """Write the finished attempts, late bytes and events counted so far, at once."""
-        await self._exclusively(self._flush)
+        """Write every attempt, late bytes and event counted so far, at once: those
+        still being answered too (their bytes follow), so the database has them all."""
+        await self._exclusively(lambda: self._flush(everything=True))
 
     async def _exclusively(self, work: Callable[[], Awaitable[None]]) -> None:
         """Flushes and reloads take turns: a reload must not miss a write it overlaps."""
@@ -197,11 +197,22 @@ class LiveCounts:
             elif now - account.used_at > IDLE_MS and not account.local:
                 del self._accounts[user_id]
             else:
-                account.history.forget_before(now - self._longest_window_ms)
+                cutoff = now - self._longest_window_ms
+                account.history.forget_before(cutoff)
+                if account.targets is not None:
+                    account.targets = {
+                        target: ts
+                        for target, ts in account.targets.items()
+                        if ts > cutoff
+                    }
 
-    async def _flush(self) -> None:
+    async def _flush(self, everything: bool = False) -> None:
         now = self._context.now()
-        ready = [a for a in self._unwritten if a.finished or now - a.ts >= MAX_HOLD_MS]
+        ready = [
+            a
+            for a in self._unwritten
+            if everything or a.finished or now - a.ts >= MAX_HOLD_MS
+        ]
         late = [(a, a.bytes - a.bytes_in_db) for a in self._late]
         events = self._events
         if not (ready or late or events):
@@ -225,7 +236,11 @@ class LiveCounts:
             self._late.update(a for a, _ in late)
             self._events = events + self._events
             if not self._failing:
-                self._context.database_trouble(None, self._control, None)
+                logger.error(
+                    "tchap_guard could not write %s counts; they are kept in memory",
+                    self._control,
+                    exc_info=True,
+                )
             self._failing = True
             return
         self._failing = False
@@ -277,7 +292,6 @@ class LiveCounts:
             history=History.of(attempt for attempt, _ in stored),
             local=[],
             marks=marks,
-            loaded_at=now,
             used_at=now,
             exempt=await self._context.is_exempt(user_id),
             targets=targets,

@@ -4,8 +4,9 @@ Synapse calls the account-validity hook `is_user_expired` from `get_user_by_req`
 every process, for every authenticated request but logout. It is the one place to
 refuse a blocked account's every request, and to see the requests that have no hook
 of their own (media downloads, profile and room directory lookups), before Synapse
-serves them. It must cost next to
-nothing: a lookup in this process's copy of the blocks in force, and a prefix test.
+serves them. It must cost next to nothing: a lookup in this process's copy of the
+blocks in force, and two anchored patterns that fail within a few characters on the
+requests that are neither a download nor a lookup.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from synapse_tchap_guard import _synapse_internals as internals
 from synapse_tchap_guard import responses
 from synapse_tchap_guard.blocks import BlockRegistry
 from synapse_tchap_guard.context import GuardContext
-from synapse_tchap_guard.gates.directory import DirectoryGate
-from synapse_tchap_guard.gates.media import MediaGate
+from synapse_tchap_guard.gates.directory import DirectoryGate, lookup_of
+from synapse_tchap_guard.gates.media import MediaGate, download_of
 
 
 class RequestGate:
@@ -47,8 +48,8 @@ class RequestGate:
             return True if block is not None else None
         if block is not None:
             raise responses.account_blocked(block)
-        if self._media.active and MediaGate.concerns(request):
-            await self._media.check(user_id, request)
-        elif self._directory is not None and DirectoryGate.concerns(request):
-            await self._directory.check(user_id, request)
+        if self._media.active and (download := download_of(request)) is not None:
+            await self._media.check(user_id, request, download)
+        elif self._directory is not None and (lookup := lookup_of(request)) is not None:
+            await self._directory.check(user_id, request, lookup)
         return None

@@ -21,11 +21,11 @@ from synapse_tchap_guard import _synapse_internals as internals
 from synapse_tchap_guard.audit import AuditEvent, RequestInfo, format_timestamp
 from synapse_tchap_guard.config import format_duration
 from synapse_tchap_guard.context import GuardContext
-from synapse_tchap_guard.gates.directory import DirectoryGate
+from synapse_tchap_guard.gates.directory import STEP_UP_PATH, DirectoryGate
 from synapse_tchap_guard.gates.quota import QuotaGate
 from synapse_tchap_guard.policy import DirectoryRules
 
-PATH = "/_synapse/client/tchap_guard/v1/step_up"
+PATH = STEP_UP_PATH
 DESCRIPTION = "Confirm it is you, to go on looking people up in the directory"
 
 

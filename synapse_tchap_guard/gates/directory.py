@@ -33,7 +33,7 @@ from synapse_tchap_guard.gates.quota import QuotaGate
 from synapse_tchap_guard.live_counts import LiveAccount, LiveAttempt, LiveCounts
 from synapse_tchap_guard.policy import Decision, DirectoryRules, Verdict
 
-STEP_UP_PATH = "_synapse/client/tchap_guard/v1/step_up"
+STEP_UP_PATH = "/_synapse/client/tchap_guard/v1/step_up"
 PUBLIC_ROOMS = "public room directory"
 _LOOKUP = re.compile(
     r"/_matrix/client/(?:r0|v3)/"
@@ -49,6 +49,7 @@ class Lookup:
 
 
 def lookup_of(request: ContextRequest) -> Lookup | None:
+    """The directory lookup this request makes, if it is one."""
     match = _LOOKUP.match(request.url)
     if match is None:
         return None
@@ -72,20 +73,13 @@ class DirectoryGate:
         self.counts = LiveCounts(
             context, control.name, control.longest_window_ms, distinct_targets=True
         )
-        self.step_up_url = context.api.public_baseurl + STEP_UP_PATH
+        self.step_up_url = context.api.public_baseurl.rstrip("/") + STEP_UP_PATH
 
-    @staticmethod
-    def concerns(request: ContextRequest) -> bool:
-        return request.url.startswith("/_matrix/client/") and (
-            "/user_directory/" in request.url
-            or "/profile/" in request.url
-            or "/publicRooms" in request.url
-        )
-
-    async def check(self, user_id: str, request: ContextRequest) -> None:
+    async def check(
+        self, user_id: str, request: ContextRequest, lookup: Lookup
+    ) -> None:
         """Count a lookup, or refuse it (raises). Search results count one by one."""
-        lookup = lookup_of(request)
-        if lookup is None or lookup.subject == user_id:
+        if lookup.subject == user_id:
             return
         account = await self._account(user_id, request)
         if account is None or account.exempt:

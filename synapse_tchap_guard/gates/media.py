@@ -21,6 +21,7 @@ import re
 from collections import OrderedDict
 from urllib.parse import unquote
 
+import attr
 from synapse.logging.context import ContextRequest
 
 from synapse_tchap_guard import _synapse_internals as internals
@@ -30,12 +31,28 @@ from synapse_tchap_guard.gates.quota import QuotaGate
 from synapse_tchap_guard.live_counts import LiveAttempt, LiveCounts
 from synapse_tchap_guard.policy import Decision
 
-PREFIX = "/_matrix/client/v1/media/"
 _MEDIA = re.compile(
     r"/_matrix/client/v1/media/(download|thumbnail)/([^/?#]+)/([^/?#]+)"
 )
 # Counted downloads whose response has not finished yet; a few seconds' worth.
 _PENDING_MAX = 10_000
+
+
+@attr.frozen
+class Download:
+    kind: str  # download | thumbnail
+    target: str  # mxc://server/id
+
+
+def download_of(request: ContextRequest) -> Download | None:
+    """The download or thumbnail this request asks for, if it is one."""
+    if request.method not in ("GET", "HEAD"):
+        return None
+    match = _MEDIA.match(request.url)
+    if match is None:
+        return None
+    kind, server_name, media_id = match.groups()
+    return Download(kind, f"mxc://{unquote(server_name)}/{unquote(media_id)}")
 
 
 class MediaGate:
@@ -48,15 +65,10 @@ class MediaGate:
         # request id -> the attempt its response's bytes belong to
         self._pending: OrderedDict[str, LiveAttempt] = OrderedDict()
 
-    @staticmethod
-    def concerns(request: ContextRequest) -> bool:
-        return request.url.startswith(PREFIX) and request.method in ("GET", "HEAD")
-
-    async def check(self, user_id: str, request: ContextRequest) -> None:
+    async def check(
+        self, user_id: str, request: ContextRequest, download: Download
+    ) -> None:
         """Count a download or thumbnail, or refuse it (raises)."""
-        match = _MEDIA.match(request.url)
-        if match is None:
-            return
         context = self._context
         now = context.now()
         try:
@@ -70,8 +82,7 @@ class MediaGate:
             raise responses.guard_unavailable() from None
         if account.exempt:
             return
-        kind, server_name, media_id = match.groups()
-        target = f"mxc://{unquote(server_name)}/{unquote(media_id)}"
+        target = download.target
         verdict = self._quota_gate.control.judge(account.history, now, account.marks)
         decision = policy.apply_mode(verdict, context.config.enforcing)
         if decision is Decision.ALLOW:  # the common case: nothing to report
@@ -79,7 +90,7 @@ class MediaGate:
             self.counts.record(account, attempt, ())
             self._remember(request.request_id, attempt)
             return
-        details = {"media": kind}
+        details: dict[str, str] = {"media": download.kind}
         if decision.escalates:
             await self._escalate(user_id, target, request, details)
             return

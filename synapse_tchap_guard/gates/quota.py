@@ -7,7 +7,6 @@ logs the events, enforces a new block, and answers with an error or lets it thro
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 
 from synapse_tchap_guard import policy, responses
@@ -18,8 +17,6 @@ from synapse_tchap_guard.context import GuardContext
 from synapse_tchap_guard.controls import Control
 from synapse_tchap_guard.policy import AccountMarks, Attempt, Decision, Verdict
 from synapse_tchap_guard.store import Block, NewBlock, Ruling
-
-logger = logging.getLogger(__name__)
 
 
 class QuotaGate:
