@@ -138,6 +138,14 @@ def postgres_available() -> bool:
     return True
 
 
+def redis_available() -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=3).close()
+    except OSError:
+        return False
+    return True
+
+
 def create_postgres_database() -> str:
     """A fresh database as Synapse wants it (C collation); returns its name."""
     import psycopg2

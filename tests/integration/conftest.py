@@ -2,19 +2,46 @@
 
 Tests use fresh accounts, so they can share a homeserver. `server` runs the guard a
 module sets in its `GUARD` (example_homeserver.yaml's without one); a module that needs
-more defines its own `server`. PostgreSQL tests are skipped, and reported so, on a
-machine without PostgreSQL on 127.0.0.1:5432.
+more defines its own `server`.
+
+A test that needs PostgreSQL (127.0.0.1:5432) or Redis (127.0.0.1:6379) fails when it
+is not running, so that a green run means they were exercised; with
+TCHAP_GUARD_SKIP_MISSING_SERVICES=1 such tests are skipped instead, and reported so.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
-from harness.homeserver import Account, Homeserver, postgres_available
+from harness.homeserver import Account, Homeserver, postgres_available, redis_available
+
+SKIP_MISSING_SERVICES = os.environ.get("TCHAP_GUARD_SKIP_MISSING_SERVICES") == "1"
+
+
+def require_service(name: str, available: bool) -> None:
+    """Fail (or, if asked, skip) a test whose service is not running."""
+    if available:
+        return
+    if SKIP_MISSING_SERVICES:
+        pytest.skip(f"{name} is not running")
+    pytest.fail(
+        f"{name} is not running: start it, or set TCHAP_GUARD_SKIP_MISSING_SERVICES=1"
+        " to skip the tests that need it",
+        pytrace=False,
+    )
+
+
+def require_postgres() -> None:
+    require_service("PostgreSQL on 127.0.0.1:5432", postgres_available())
+
+
+def require_redis() -> None:
+    require_service("Redis on 127.0.0.1:6379", redis_available())
 
 
 @pytest.fixture(
@@ -23,8 +50,8 @@ from harness.homeserver import Account, Homeserver, postgres_available
 )
 def backend(request: pytest.FixtureRequest) -> str:
     name: str = request.param
-    if name == "postgres" and not postgres_available():
-        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    if name == "postgres":
+        require_postgres()
     return name
 
 

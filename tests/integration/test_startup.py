@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,7 @@ def test_an_empty_config_runs_with_the_documented_defaults(tmp_path: Path) -> No
             "retention": "90d",
         }
         assert started["tchap_guard"]["warnings"] == []
-        assert started["tchap_guard"]["synapse_version"].startswith("1.163.")
+        assert started["tchap_guard"]["synapse_version"] == version("matrix-synapse")
         assert started["service"]["node"]["name"] == "main"
         owner, user = server.register(), server.register()
         statuses = [user.join(owner.create_room()).status_code for _ in range(11)]

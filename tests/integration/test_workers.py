@@ -6,7 +6,6 @@ client API; the account is driven through both, one after the other and at once.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,10 +19,10 @@ from harness.homeserver import (
     Account,
     Homeserver,
     Worker,
-    postgres_available,
     wait_until,
 )
 from synapse_tchap_guard.store import SCHEMA_LOCK_KEY
+from tests.integration.conftest import require_postgres, require_redis
 
 LIMIT = 4
 BLOCK_AT = 30
@@ -39,22 +38,12 @@ GUARD = {
 pytestmark = pytest.mark.postgres
 
 
-def redis_available() -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", 6379), timeout=2).close()
-    except OSError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def cluster(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Homeserver, Worker]]:
-    if not postgres_available() or not redis_available():
-        pytest.skip(
-            "workers need PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379"
-        )
+    require_postgres()
+    require_redis()
     server = Homeserver(
         tmp_path_factory.mktemp("synapse-workers"),
         database="postgres",

@@ -1,4 +1,5 @@
-"""The supported Synapse versions: one pin in setup.cfg, the same checked at start-up."""
+"""The supported Synapse versions: the range of setup.cfg's test extra, checked at
+start-up; Synapse itself is never a requirement of the module."""
 
 from __future__ import annotations
 
@@ -18,16 +19,25 @@ from synapse_tchap_guard._synapse_internals import (
 SETUP_CFG = Path(__file__).resolve().parents[2] / "setup.cfg"
 
 
-def test_setup_cfg_pins_the_versions_checked_at_start_up() -> None:
+def requirements(text: str) -> list[Requirement]:
+    lines = (line.strip() for line in text.splitlines())
+    return [Requirement(line) for line in lines if line and not line.startswith("#")]
+
+
+def test_synapse_is_tested_over_the_range_checked_at_start_up_and_never_required() -> (
+    None
+):
     parser = configparser.ConfigParser()
     parser.read(SETUP_CFG)
-    requirements = [
-        Requirement(line)
-        for line in parser["options"]["install_requires"].splitlines()
-        if line.strip() and not line.strip().startswith("#")
-    ]
-    (synapse,) = [r for r in requirements if r.name == "matrix-synapse"]
+    installed = requirements(parser["options"]["install_requires"])
+    assert "matrix-synapse" not in [r.name for r in installed]
+    tested = requirements(parser["options.extras_require"]["test"])
+    (synapse,) = [r for r in tested if r.name == "matrix-synapse"]
     assert synapse.specifier == SUPPORTED_SYNAPSE
+
+
+def test_the_synapse_under_test_is_a_supported_one() -> None:
+    assert importlib.metadata.version("matrix-synapse") in SUPPORTED_SYNAPSE
 
 
 def test_a_synapse_without_an_internal_the_guard_needs_is_refused_by_name() -> None:
