@@ -20,18 +20,25 @@ from synapse_tchap_guard.admin_api import PREFIX as ADMIN_PREFIX
 from synapse_tchap_guard.admin_api import AdminResource
 from synapse_tchap_guard.audit import AuditEvent, AuditLog
 from synapse_tchap_guard.blocks import Blocking, BlockRegistry
-from synapse_tchap_guard.config import GuardConfig, describe, parse_config
+from synapse_tchap_guard.config import (
+    DirectoryConfig,
+    GuardConfig,
+    describe,
+    parse_config,
+)
 from synapse_tchap_guard.context import GuardContext
-from synapse_tchap_guard.controls import directory_control, quota_control
+from synapse_tchap_guard.controls import Control
+from synapse_tchap_guard.gates.counted import CountedGate
 from synapse_tchap_guard.gates.directory import DirectoryGate
+from synapse_tchap_guard.gates.exact import ExactGate
 from synapse_tchap_guard.gates.joins import JoinGate
 from synapse_tchap_guard.gates.media import MediaGate
-from synapse_tchap_guard.gates.quota import QuotaGate
 from synapse_tchap_guard.metrics import GuardMetrics
-from synapse_tchap_guard.policy import DirectoryRules, Quota
+from synapse_tchap_guard.readiness import Readiness
 from synapse_tchap_guard.request_gate import RequestGate
 from synapse_tchap_guard.step_up import StepUpResource
 from synapse_tchap_guard.store import GuardStore
+from synapse_tchap_guard.store.database import Database
 
 __version__ = "0.1.0"
 __all__ = ["TchapGuard"]
@@ -57,35 +64,31 @@ class TchapGuard:
         self._api = api
         self._config = config
         node = api.worker_name or "main"
+        clock: Any = reactor  # Twisted's interfaces confuse mypy about `self`
+        database = Database(api, node, Readiness(clock, "its tables"))
         self._context = context = GuardContext(
-            api, config, GuardStore(api, node), AuditLog(node)
+            api, config, GuardStore(database), AuditLog(node), clock
         )
-        self._blocking = blocking = Blocking(context, BlockRegistry())
+        self._blocking = blocking = Blocking(
+            context, BlockRegistry(), Readiness(clock, "the blocks in force")
+        )
+        self._live_counts: list[live_counts.LiveCounts] = []
         metrics = GuardMetrics(
             api.server_name, lambda: blocking.registry.count_in_force(context.now())
         )
         context.audit.listeners.append(metrics.observe)
-        joins_control = quota_control(
+
+        joins = Control(
             "public_room_joins", "public room joins", config.public_room_joins
         )
-        media_control = quota_control(
-            "media_downloads", "media downloads", config.media_downloads
-        )
-        self._controls = [joins_control, media_control]
-        joins = JoinGate(context, QuotaGate(context, blocking, joins_control))
-        media = MediaGate(context, QuotaGate(context, blocking, media_control))
-        internals.watch_media_responses(media.on_media_response)
-        self._live_counts = [media.counts]
-        directory = (
-            self._directory(config.directory, blocking) if config.directory else None
-        )
-        if directory is not None:
-            self._live_counts.append(directory.counts)
-        for counts in self._live_counts:
-            blocking.on_counters_reset.append(counts.forget)
+        media = Control("media_downloads", "media downloads", config.media_downloads)
+        self._controls = [joins, media]
+        media_gate = MediaGate(self._counted(media))
+        internals.watch_media_responses(media_gate.on_media_response)
+        directory = self._directory(config.directory) if config.directory else None
 
         api.register_spam_checker_callbacks(
-            user_may_join_room=joins.user_may_join_room,
+            user_may_join_room=JoinGate(context, self._exact(joins)).user_may_join_room,
             check_login_for_spam=blocking.check_login_for_spam,
             check_username_for_spam=(
                 directory.check_username_for_spam if directory else None
@@ -93,7 +96,7 @@ class TchapGuard:
         )
         api.register_account_validity_callbacks(
             is_user_expired=RequestGate(
-                context, blocking.registry, media, directory
+                context, blocking, media_gate, directory
             ).is_user_expired
         )
         api.register_web_resource(
@@ -102,22 +105,36 @@ class TchapGuard:
         )
         api.run_as_background_process("tchap_guard_start", self._start)
 
-    def _directory(self, rules: DirectoryRules, blocking: Blocking) -> DirectoryGate:
+    def _exact(self, control: Control) -> ExactGate:
+        return ExactGate(self._context, self._blocking, control)
+
+    def _counted(self, control: Control) -> CountedGate:
+        """A gate counting in memory; its counts are written behind and start over
+        when an admin resets the account."""
+        gate = CountedGate(self._context, self._exact(control))
+        self._live_counts.append(gate.counts)
+        self._blocking.on_counters_reset.append(gate.counts.forget)
+        return gate
+
+    def _directory(self, directory: DirectoryConfig) -> DirectoryGate:
         """The directory gate, and the step-up endpoint that lifts its budget."""
         context = self._context
-        control = directory_control(rules)
-        failures_control = quota_control(
-            "failed_step_ups",
-            "failed re-authentications",
-            Quota(block_at=rules.failed_step_ups_block_at),
+        control = Control(
+            "directory", "directory lookups", directory.quota, distinct=True
         )
-        self._controls += [control, failures_control]
-        directory = DirectoryGate(context, QuotaGate(context, blocking, control), rules)
-        failures = QuotaGate(context, blocking, failures_control)
+        failures = Control(
+            "failed_step_ups", "failed re-authentications", directory.failed_step_ups
+        )
+        self._controls += [control, failures]
+        gate = self._counted(control)
+        assert directory.quota.step_up is not None
         self._api.register_web_resource(
-            step_up.PATH, StepUpResource(context, rules, directory, failures)
+            step_up.PATH,
+            StepUpResource(
+                context, directory.quota.step_up, gate.counts, self._exact(failures)
+            ),
         )
-        return directory
+        return DirectoryGate(gate, context.config.enforcing)
 
     @staticmethod
     def parse_config(config: dict[str, Any]) -> GuardConfig:
@@ -128,12 +145,13 @@ class TchapGuard:
         api = self._api
         try:
             await self._context.store.prepare()
-            await self._blocking.reload()
-        except Exception:
+            self._context.store.database.readiness.set_ready()
+            await self._blocking.load()
+        except Exception:  # the database, or a failed migration: the log says which
             logger.exception("tchap_guard could not prepare its tables; retrying")
             api.delayed_background_call(RETRY_START_MS, self._start)
             return
-        self._context.readiness.set_ready()
+        self._blocking.loaded.set_ready()
         warnings = await self._unauthenticated_media_warnings()
         api.looping_background_call(
             self._blocking.reload, RELOAD_BLOCKS_MS, run_on_all_instances=True
@@ -144,7 +162,7 @@ class TchapGuard:
             )
         # The reactor waits for the Deferred: what was counted is written before exit.
         # (Twisted's interface confuses mypy about `self`, hence the Any.)
-        core: Any = reactor
+        core: Any = reactor  # Twisted's interfaces confuse mypy about `self`
         core.addSystemEventTrigger("before", "shutdown", self._flush_at_shutdown)
         if api.should_run_background_tasks():
             api.looping_background_call(self._blocking.expire, EXPIRE_BLOCKS_MS)
@@ -208,8 +226,7 @@ class TchapGuard:
         now = self._context.now()
         longest = max(control.longest_window_ms for control in self._controls)
         removed = await self._context.store.prune(
-            attempts_before=now - longest,
-            history_before=now - self._config.retention_ms,
+            lines_before=now - longest, history_before=now - self._config.retention_ms
         )
         if removed:
             logger.info("tchap_guard pruned %d old rows", removed)

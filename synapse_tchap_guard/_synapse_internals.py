@@ -63,6 +63,9 @@ def check_internals(api: ModuleApi) -> None:
         "ModuleApi._store.db_pool.runInteraction": lambda: (
             api._store.db_pool.runInteraction
         ),
+        "ModuleApi._store.database_engine.module.Error": lambda: (
+            api._store.database_engine.module.Error
+        ),
         "synapse.media._base.finish_request": lambda: (
             media_base.finish_request  # type: ignore[attr-defined]
         ),
@@ -248,6 +251,13 @@ async def run_interaction(
         desc, func, *args, isolation_level=IsolationLevel.READ_COMMITTED
     )
     return result
+
+
+def database_errors(api: ModuleApi) -> tuple[type[Exception], ...]:
+    """The exceptions by which the database says it cannot answer: the DB-API `Error`
+    of the engine's driver (sqlite3 or psycopg2), as Synapse's own retries know it."""
+    engine: Any = api._store.database_engine
+    return (engine.module.Error,)
 
 
 def is_postgres(txn: LoggingTransaction) -> bool:

@@ -29,7 +29,7 @@ from synapse_tchap_guard.config import is_user_id, parse_duration
 from synapse_tchap_guard.context import GuardContext
 from synapse_tchap_guard.controls import Control
 from synapse_tchap_guard.live_counts import LiveCounts
-from synapse_tchap_guard.store import AlreadyBlocked
+from synapse_tchap_guard.model import AlreadyBlocked
 
 PREFIX = "/_synapse/client/tchap_guard/admin/v1"
 DEFAULT_PAGE = 100
@@ -81,7 +81,7 @@ class AdminResource(DirectServeJsonResource):
     async def _list_blocks(self, request: SynapseRequest, admin: str) -> JsonDict:
         limit = _int_arg(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
         before = _int_arg(request, "from", None, 1, 2**62)
-        blocks, total = await self._context.store.list_blocks(
+        blocks, total = await self._context.store.blocks.page(
             self._context.now(), limit, before
         )
         await self._audit_view(admin, None, "blocks")
@@ -96,16 +96,16 @@ class AdminResource(DirectServeJsonResource):
         for counts in self._live_counts:  # what this process counted, in the tables
             await counts.flush()
         now = context.now()
-        block = await store.block_in_force(user_id, now)
-        marks = await store.account_marks(user_id)
+        block = await store.blocks.in_force_for(user_id, now)
+        marks = await store.accounts.marks(user_id)
         counters = {}
         for control in self._controls:
-            since = max(now - control.longest_window_ms, marks.counters_reset_ts)
-            history = await store.history(user_id, control.name, since)
-            counters[control.name] = control.report(
-                policy.History.of(history), now, marks
+            rows, _ = await store.attempts.load(
+                user_id, control.name, now - control.longest_window_ms
             )
-        attempts = await store.recent_attempts(user_id, RECENT)
+            history = policy.History.of(row.record for row in rows)
+            counters[control.name] = control.report(history, now, marks)
+        lines = await store.attempts.recent(user_id, RECENT)
         await self._audit_view(admin, user_id, "account")
         return {
             "user_id": user_id,
@@ -116,18 +116,19 @@ class AdminResource(DirectServeJsonResource):
             "counters": counters,
             "recent_actions": [
                 {
-                    "time": format_timestamp(a.ts),
-                    "ts": a.ts,
-                    "control": a.control,
-                    "decision": a.decision,
-                    "target": a.target,
-                    "bytes": a.bytes,
+                    "time": format_timestamp(line.ts),
+                    "ts": line.ts,
+                    "control": line.control,
+                    "decision": line.decision,
+                    "target": line.target,
+                    "served": line.served,
+                    "bytes": line.bytes,
                 }
-                for a in attempts
+                for line in lines
             ],
-            "recent_events": await store.recent_events(user_id, RECENT),
+            "recent_events": await store.audit.recent(user_id, RECENT),
             "block_history": [
-                describe_block(b) for b in await store.block_history(user_id, RECENT)
+                describe_block(b) for b in await store.blocks.history(user_id, RECENT)
             ],
         }
 

@@ -21,7 +21,9 @@ from synapse_tchap_guard import responses
 from synapse_tchap_guard.audit import AuditEvent, RequestInfo, format_timestamp
 from synapse_tchap_guard.config import format_duration
 from synapse_tchap_guard.context import GuardContext
-from synapse_tchap_guard.store import Block, NewBlock
+from synapse_tchap_guard.model import Block, NewBlock
+from synapse_tchap_guard.readiness import Readiness
+from synapse_tchap_guard.store import StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +75,12 @@ class BlockRegistry:
 class Blocking:
     """Setting and lifting blocks, and what follows from them."""
 
-    def __init__(self, context: GuardContext, registry: BlockRegistry) -> None:
+    def __init__(
+        self, context: GuardContext, registry: BlockRegistry, loaded: Readiness
+    ) -> None:
         self._context = context
         self.registry = registry
+        self.loaded = loaded  # the blocks in force have been read once
         self._reload_failing = False
         # Called with an account whose counters an admin reset, for what counts in memory.
         self.on_counters_reset: list[Callable[[str], None]] = []
@@ -102,6 +107,9 @@ class Blocking:
             )
 
     async def _end_sessions(self, block: Block, request: RequestInfo | None) -> None:
+        in_force = self.registry.in_force(block.user_id, self._context.now())
+        if in_force is None or in_force.id != block.id:
+            return  # lifted meanwhile: the sessions since are the owner's again
         try:
             await internals.end_all_sessions(self._context.api, block.user_id)
         except Exception:
@@ -158,7 +166,7 @@ class Blocking:
                 )
             ]
 
-        block = await context.store.open_block(user_id, new, now, events)
+        block = await context.store.blocks.open(user_id, new, now, events)
         context.emit(events(block))
         self.enforce(block, request)
         return block
@@ -184,7 +192,7 @@ class Blocking:
                 )
             ]
 
-        lifted = await context.store.lift_block(user_id, admin, reason, now, events)
+        lifted = await context.store.blocks.lift(user_id, admin, reason, now, events)
         if lifted is not None:
             # Stamped after the commit, so that a reload begun before it cannot undo it.
             self.registry.forget(user_id, context.now())
@@ -193,12 +201,19 @@ class Blocking:
             context.emit(events(lifted))
         return lifted
 
+    async def load(self) -> None:
+        """Read the blocks in force (at start-up; raises `StoreUnavailable`)."""
+        started = self._context.now()
+        self.registry.replace_all(
+            await self._context.store.blocks.in_force(started), started
+        )
+
     async def reload(self) -> None:
         """Refresh this process's copy of the blocks in force (every second)."""
         started = self._context.now()
         try:
-            blocks = await self._context.store.blocks_in_force(started)
-        except Exception:
+            blocks = await self._context.store.blocks.in_force(started)
+        except StoreUnavailable:
             if not self._reload_failing:
                 logger.exception(
                     "tchap_guard cannot reload blocks; keeping the last known"
@@ -227,7 +242,7 @@ class Blocking:
                 )
             ]
 
-        for block in await context.store.close_expired_blocks(now, events):
+        for block in await context.store.blocks.close_expired(now, events):
             self.registry.forget(block.user_id, now)
             context.emit(events(block))
 
@@ -244,13 +259,11 @@ class Blocking:
         now = context.now()
         request = internals.request_info(internals.current_request())
         try:
-            block = await context.store.block_in_force(user_id, now)
-        except Exception:
+            block = await context.store.blocks.in_force_for(user_id, now)
+        except StoreUnavailable as error:
             block = self.registry.in_force(user_id, now)
-            if block is None and not context.database_trouble(
-                user_id, "login", request
-            ):
-                raise responses.guard_unavailable() from None
+            if block is None:  # `on_error` decides, as for any request it judges
+                context.store_failed("login", user_id, request, error)
         if block is None:
             return NOT_SPAM
         await context.report(

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import attr
 from synapse.module_api.errors import ConfigError
 
-from synapse_tchap_guard.policy import Budget, DirectoryRules, Limit, Quota, Threshold
+from synapse_tchap_guard.policy import Counting, Limit, Quota, StepUp, Threshold
 
 SECOND_MS = 1000
 MINUTE_MS = 60 * SECOND_MS
@@ -76,16 +76,25 @@ DEFAULT_MEDIA_DOWNLOADS = Quota(
 )
 
 
-DEFAULT_DIRECTORY = DirectoryRules(
-    free=Budget(DAY_MS, 300),
-    after_step_up=Budget(DAY_MS, 3000),
-    step_up_valid_for_ms=12 * HOUR_MS,
-    block_at=Threshold(DAY_MS, 30),
-    failed_step_ups_block_at=Threshold(HOUR_MS, 5),
+@attr.frozen
+class DirectoryConfig:
+    """The directory's budget (a quota whose limits a step-up lifts, and whose
+    threshold counts refusals) and the threshold of failed step-ups."""
+
+    quota: Quota
+    failed_step_ups: Quota
+
+
+DEFAULT_DIRECTORY = DirectoryConfig(
+    quota=Quota(
+        limits=(Limit(DAY_MS, max=300),),
+        step_up=StepUp(12 * HOUR_MS, (Limit(DAY_MS, max=3000),)),
+        block_at=Threshold(DAY_MS, 30, Counting.REFUSALS),
+    ),
+    failed_step_ups=Quota(block_at=Threshold(HOUR_MS, 5)),
 )
 
-
-_DEFAULT_DIRECTORY_OR_NONE: DirectoryRules | None = DEFAULT_DIRECTORY
+_DEFAULT_DIRECTORY_OR_NONE: DirectoryConfig | None = DEFAULT_DIRECTORY
 
 
 @attr.frozen
@@ -95,7 +104,7 @@ class GuardConfig:
     on_error: OnError = OnError.ALLOW
     public_room_joins: Quota = DEFAULT_PUBLIC_ROOM_JOINS
     media_downloads: Quota = DEFAULT_MEDIA_DOWNLOADS
-    directory: DirectoryRules | None = DEFAULT_DIRECTORY
+    directory: DirectoryConfig | None = DEFAULT_DIRECTORY
     blocking: BlockingConfig = BlockingConfig()
     retention_ms: int = 90 * DAY_MS
 
@@ -288,40 +297,46 @@ def _parse_threshold(raw: Any, path: tuple[str, ...]) -> Threshold | None:
     return Threshold(window_ms=window, max=count)
 
 
-def _parse_directory(raw: Any, path: tuple[str, ...]) -> DirectoryRules | None:
+def _parse_directory(raw: Any, path: tuple[str, ...]) -> DirectoryConfig | None:
     section = _Section(raw, path)
-    default = DEFAULT_DIRECTORY
-    no_budget: Budget | None = None
-    free = section.get("free", _parse_budget, no_budget) or default.free
+    default = DEFAULT_DIRECTORY.quota
+    assert default.step_up is not None
+    free = section.get("free", _parse_budget, None) or default.limits[0]
     after = (
-        section.get("after_step_up", _parse_budget, no_budget) or default.after_step_up
+        section.get("after_step_up", _parse_budget, None) or default.step_up.limits[0]
     )
-    rules = DirectoryRules(
-        free=free,
-        after_step_up=after,
-        step_up_valid_for_ms=section.get(
-            "step_up_valid_for", _positive_duration, default.step_up_valid_for_ms
-        ),
-        block_at=section.get("block_at", _parse_threshold, default.block_at),
-        failed_step_ups_block_at=section.get(
-            "failed_step_ups_block_at",
-            _parse_threshold,
-            default.failed_step_ups_block_at,
-        ),
+    valid_for = section.get(
+        "step_up_valid_for", _positive_duration, default.step_up.valid_for_ms
+    )
+    block_at = section.get("block_at", _parse_threshold, default.block_at)
+    failed = section.get(
+        "failed_step_ups_block_at",
+        _parse_threshold,
+        DEFAULT_DIRECTORY.failed_step_ups.block_at,
     )
     section.reject_unknown()
     if "free" in section.raw and section.raw["free"] is None:
         return None  # `free: null`: discovering the directory is not limited
-    if after.max_profiles < free.max_profiles:
+    assert free.max is not None and after.max is not None
+    if after.max < free.max:
         raise _error(
             (*path, "after_step_up", "max_profiles"),
-            f"{after.max_profiles} is below free.max_profiles ({free.max_profiles}):"
+            f"{after.max} is below free.max_profiles ({free.max}):"
             " a step-up must not lower the budget",
         )
-    return rules
+    return DirectoryConfig(
+        quota=Quota(
+            limits=(free,),
+            step_up=StepUp(valid_for, (after,)),
+            block_at=attr.evolve(block_at, counts=Counting.REFUSALS)
+            if block_at
+            else None,
+        ),
+        failed_step_ups=Quota(block_at=failed),
+    )
 
 
-def _parse_budget(raw: Any, path: tuple[str, ...]) -> Budget | None:
+def _parse_budget(raw: Any, path: tuple[str, ...]) -> Limit | None:
     if raw is None:
         return None
     section = _Section(raw, path)
@@ -333,7 +348,7 @@ def _parse_budget(raw: Any, path: tuple[str, ...]) -> Budget | None:
             path,
             "needs a window and max_profiles, e.g. {window: 1d, max_profiles: 300}",
         )
-    return Budget(window_ms=window, max_profiles=count)
+    return Limit(window_ms=window, max=count)
 
 
 def _parse_blocking(raw: Any, path: tuple[str, ...]) -> BlockingConfig:
@@ -412,23 +427,30 @@ def describe(config: GuardConfig) -> dict[str, Any]:
     }
 
 
-def describe_directory(rules: DirectoryRules | None) -> dict[str, Any] | None:
-    if rules is None:
+def describe_directory(directory: DirectoryConfig | None) -> dict[str, Any] | None:
+    if directory is None:
         return None
+    quota = directory.quota
+    assert quota.step_up is not None
 
-    def budget(b: Budget) -> dict[str, Any]:
-        return {"window": format_duration(b.window_ms), "max_profiles": b.max_profiles}
-
-    def threshold(t: Threshold | None) -> dict[str, Any] | None:
-        return {"window": format_duration(t.window_ms), "max": t.max} if t else None
+    def budget(limit: Limit) -> dict[str, Any]:
+        return {"window": format_duration(limit.window_ms), "max_profiles": limit.max}
 
     return {
-        "free": budget(rules.free),
-        "step_up_valid_for": format_duration(rules.step_up_valid_for_ms),
-        "after_step_up": budget(rules.after_step_up),
-        "block_at": threshold(rules.block_at),
-        "failed_step_ups_block_at": threshold(rules.failed_step_ups_block_at),
+        "free": budget(quota.limits[0]),
+        "step_up_valid_for": format_duration(quota.step_up.valid_for_ms),
+        "after_step_up": budget(quota.step_up.limits[0]),
+        "block_at": _describe_threshold(quota.block_at),
+        "failed_step_ups_block_at": _describe_threshold(
+            directory.failed_step_ups.block_at
+        ),
     }
+
+
+def _describe_threshold(threshold: Threshold | None) -> dict[str, Any] | None:
+    if threshold is None:
+        return None
+    return {"window": format_duration(threshold.window_ms), "max": threshold.max}
 
 
 def describe_quota(quota: Quota) -> dict[str, Any]:
@@ -440,12 +462,4 @@ def describe_quota(quota: Quota) -> dict[str, Any]:
         if limit.max_bytes is not None:
             described["max_bytes"] = format_size(limit.max_bytes)
         limits.append(described)
-    block_at = quota.block_at
-    return {
-        "limits": limits,
-        "block_at": (
-            {"window": format_duration(block_at.window_ms), "max": block_at.max}
-            if block_at
-            else None
-        ),
-    }
+    return {"limits": limits, "block_at": _describe_threshold(quota.block_at)}

@@ -1,8 +1,12 @@
 """What the guard decides, in plain Python: rolling windows, quotas and escalation.
 
-Nothing here knows Synapse or the database. A gate hands in the attempts an account
-made recently and gets back a verdict, so every threshold is testable in milliseconds
-and the same rules serve the gates, the admin API and the tests.
+Nothing here knows Synapse or the database. A gate hands in what an account did
+recently (its `History`) and gets back a `Verdict`, so every threshold is testable in
+milliseconds and the same rules serve the gates, the admin API and the tests.
+
+The vocabulary: a `Decision` is what happens to one request (allowed, denied, the
+account blocked, or in monitor mode what would have happened); a `Verdict` is a
+decision with the rule and the count that led to it.
 """
 
 from __future__ import annotations
@@ -11,68 +15,90 @@ import bisect
 import enum
 import itertools
 from collections.abc import Iterable
-from typing import Protocol
 
 import attr
 
 
 @attr.frozen
 class Limit:
-    """At most `max` served attempts and/or `max_bytes` served bytes per rolling window."""
+    """At most `max` served units and/or `max_bytes` served bytes per rolling window.
+
+    A unit is what the control counts: a join, a download, a person, a message.
+    """
 
     window_ms: int
     max: int | None = None
     max_bytes: int | None = None
 
 
+class Counting(enum.Enum):
+    """What a block threshold counts."""
+
+    ATTEMPTS = "attempts"  # every request, served or refused
+    REFUSALS = "refusals"  # only refused requests: the threshold blocks on a refusal
+
+
 @attr.frozen
 class Threshold:
-    """`max` attempts (served or refused) in a rolling window block the account."""
+    """`max` requests in a rolling window block the account."""
 
     window_ms: int
     max: int
+    counts: Counting = Counting.ATTEMPTS
+
+
+@attr.frozen
+class StepUp:
+    """Re-authenticating lifts the limits to `limits` for `valid_for_ms`."""
+
+    valid_for_ms: int
+    limits: tuple[Limit, ...]
 
 
 @attr.frozen
 class Quota:
-    """The rules of one control: every limit is checked, then the block threshold."""
+    """The rules of one control: the limits (or, after a step-up, the step-up's),
+    then the block threshold."""
 
     limits: tuple[Limit, ...] = ()
     block_at: Threshold | None = None
+    step_up: StepUp | None = None
 
     @property
     def longest_window_ms(self) -> int:
         windows = [limit.window_ms for limit in self.limits]
+        if self.step_up is not None:
+            windows += [limit.window_ms for limit in self.step_up.limits]
         if self.block_at is not None:
             windows.append(self.block_at.window_ms)
         return max(windows, default=0)
 
-
-class AttemptLike(Protocol):
-    """One attempt already recorded for the account, as the policy needs to see it.
-
-    `served` is False for attempts that were refused (or would have been, in monitor
-    mode): they count towards the block threshold but not towards the limits, so that
-    monitor mode measures exactly what enforce mode would do.
-    """
-
     @property
-    def ts(self) -> int: ...
+    def active(self) -> bool:
+        return bool(self.limits) or self.block_at is not None
 
-    @property
-    def served(self) -> bool: ...
-
-    @property
-    def bytes(self) -> int: ...
+    def limits_for(self, stepped_up: bool) -> tuple[Limit, ...]:
+        if stepped_up and self.step_up is not None:
+            return self.step_up.limits
+        return self.limits
 
 
 @attr.frozen
-class Attempt:
-    """An attempt as stored."""
+class Record:
+    """One line of an account's log for a control.
+
+    A request is a record with `attempts=1`; `served` is how many units it was served
+    (its weight, or 0 if it was refused), `refused` 1 if it was (or would have been,
+    in monitor mode). Later lines amend it without rewriting it: the bytes its
+    response sent (`bytes`), or a failure after it was allowed (`served` negative, at
+    the request's own time), so the sum over any window is right.
+    """
 
     ts: int
-    served: bool
+    attempts: int = 1
+    served: int = 1
     bytes: int = 0
+    refused: int = 0
 
 
 @attr.frozen
@@ -89,53 +115,19 @@ class AccountMarks:
         return self.step_up_until_ts > now
 
 
-class Outcome(enum.Enum):
-    ALLOW = "allow"
-    DENY = "deny"
-    BLOCK = "block"
-
-
-class Measure(enum.Enum):
-    """What a verdict's `count` counts."""
-
-    ATTEMPTS = "attempts"
-    BYTES = "bytes"
-
-
-@attr.frozen
-class Verdict:
-    """The decision on one more attempt, and the rule and usage that led to it."""
-
-    outcome: Outcome
-    rule: Limit | Threshold | None = None
-    measure: Measure = Measure.ATTEMPTS
-    count: int = 0
-    retry_after_ms: int | None = None
-
-    @property
-    def rule_max(self) -> int | None:
-        if self.rule is None:
-            return None
-        if isinstance(self.rule, Limit) and self.measure is Measure.BYTES:
-            return self.rule.max_bytes
-        return self.rule.max
-
-
-ALLOW = Verdict(Outcome.ALLOW)
-
-
 class Decision(enum.Enum):
-    """A verdict as applied under the configured mode; stored with each attempt."""
+    """What happens to one request; stored with it."""
 
     ALLOW = "allow"
     DENY = "deny"
-    WOULD_DENY = "would_deny"
     BLOCK = "block"
+    WOULD_DENY = "would_deny"  # monitor mode: allowed, reported
     WOULD_BLOCK = "would_block"
 
     @property
     def served(self) -> bool:
-        """Whether the attempt counts towards the limits (see `AttemptLike.served`)."""
+        """Whether the request fills the limits. A would-be refusal is let through but
+        recorded as refused, so that monitor mode counts exactly what enforce would."""
         return self is Decision.ALLOW
 
     @property
@@ -147,126 +139,170 @@ class Decision(enum.Enum):
         """A block, real or simulated, restarts the count towards the next one."""
         return self in (Decision.BLOCK, Decision.WOULD_BLOCK)
 
+    @property
+    def reported(self) -> bool:
+        return self is not Decision.ALLOW
 
-def apply_mode(verdict: Verdict, enforcing: bool) -> Decision:
-    """Monitor mode turns every refusal into its `would_` twin and lets it through."""
-    if verdict.outcome is Outcome.ALLOW:
-        return Decision.ALLOW
-    if verdict.outcome is Outcome.DENY:
-        return Decision.DENY if enforcing else Decision.WOULD_DENY
-    return Decision.BLOCK if enforcing else Decision.WOULD_BLOCK
+    def under(self, enforcing: bool) -> Decision:
+        """Monitor mode turns a refusal into its `would_` twin and lets it through."""
+        if enforcing:
+            return self
+        return {
+            Decision.DENY: Decision.WOULD_DENY,
+            Decision.BLOCK: Decision.WOULD_BLOCK,
+        }.get(self, self)
+
+
+class Measure(enum.Enum):
+    """What a verdict's `count` counts."""
+
+    ATTEMPTS = "attempts"  # served units for a limit, requests for a threshold
+    BYTES = "bytes"
+    REFUSALS = "refusals"
+
+
+@attr.frozen
+class Verdict:
+    """A decision on one request, and the rule and usage that led to it.
+
+    `step_up` is True when re-authenticating would lift the limit that refused it.
+    """
+
+    decision: Decision
+    rule: Limit | Threshold | None = None
+    measure: Measure = Measure.ATTEMPTS
+    count: int = 0
+    retry_after_ms: int | None = None
+    step_up: bool = False
+
+    @property
+    def rule_max(self) -> int | None:
+        if self.rule is None:
+            return None
+        if isinstance(self.rule, Limit) and self.measure is Measure.BYTES:
+            return self.rule.max_bytes
+        return self.rule.max
+
+    def under(self, enforcing: bool) -> Verdict:
+        decision = self.decision.under(enforcing)
+        return (
+            self if decision is self.decision else attr.evolve(self, decision=decision)
+        )
+
+
+ALLOW = Verdict(Decision.ALLOW)
 
 
 class History:
-    """An account's recent attempts and served bytes, in time order, with running totals.
+    """An account's recent records for one control, in time order, with running totals.
 
-    Counting the attempts, served attempts or served bytes of any window is a binary
-    search, so judging an account that made thousands of attempts costs no more than
-    judging one that made three. Bytes are recorded when a response has been sent;
-    only served attempts' bytes count, as only served attempts fill the limits.
+    Counting the attempts, refusals, served units or bytes of any window is a binary
+    search, so judging an account that made thousands of requests costs no more than
+    judging one that made three.
     """
 
     def __init__(self) -> None:
         self._times: list[int] = []
-        self._served: list[bool] = []
-        self._served_before: list[int] = [0]  # served attempts among the first i
-        self._byte_times: list[int] = []
-        self._sizes: list[int] = []
-        self._bytes_before: list[int] = [0]  # bytes among the first i records
+        self._records: list[Record] = []
+        # Running totals over the first i records: attempts, refusals, served, bytes.
+        self._totals: list[tuple[int, int, int, int]] = [(0, 0, 0, 0)]
 
     @classmethod
-    def of(cls, attempts: Iterable[AttemptLike]) -> History:
+    def of(cls, records: Iterable[Record]) -> History:
         history = cls()
-        for attempt in sorted(attempts, key=_by_ts):
-            history.add_attempt(attempt.ts, attempt.served)
-            if attempt.served and attempt.bytes:
-                history.add_bytes(attempt.ts, attempt.bytes)
+        for record in sorted(records, key=_by_ts):
+            history.add(record)
         return history
 
-    def add_attempt(self, ts: int, served: bool) -> None:
-        if self._times and ts < self._times[-1]:
-            index = bisect.bisect_right(self._times, ts)
-            self._times.insert(index, ts)
-            self._served.insert(index, served)
-            self._served_before = list(itertools.accumulate(self._served, initial=0))
+    def add(self, record: Record) -> None:
+        if self._times and record.ts < self._times[-1]:
+            index = bisect.bisect_right(self._times, record.ts)
+            self._times.insert(index, record.ts)
+            self._records.insert(index, record)
+            self._recount()
             return
-        self._times.append(ts)
-        self._served.append(served)
-        self._served_before.append(self._served_before[-1] + served)
-
-    def add_bytes(self, ts: int, size: int) -> None:
-        if self._byte_times and ts < self._byte_times[-1]:
-            index = bisect.bisect_right(self._byte_times, ts)
-            self._byte_times.insert(index, ts)
-            self._sizes.insert(index, size)
-            self._bytes_before = list(itertools.accumulate(self._sizes, initial=0))
-            return
-        self._byte_times.append(ts)
-        self._sizes.append(size)
-        self._bytes_before.append(self._bytes_before[-1] + size)
+        self._times.append(record.ts)
+        self._records.append(record)
+        attempts, refused, served, size = self._totals[-1]
+        self._totals.append(
+            (
+                attempts + record.attempts,
+                refused + record.refused,
+                served + record.served,
+                size + record.bytes,
+            )
+        )
 
     def forget_before(self, start: int) -> None:
         """Drop the records no window reaching back to `start` needs any more."""
         kept = bisect.bisect_right(self._times, start)
         if kept:
-            self._times, self._served = self._times[kept:], self._served[kept:]
-            self._served_before = list(itertools.accumulate(self._served, initial=0))
-        kept = bisect.bisect_right(self._byte_times, start)
-        if kept:
-            self._byte_times, self._sizes = self._byte_times[kept:], self._sizes[kept:]
-            self._bytes_before = list(itertools.accumulate(self._sizes, initial=0))
+            del self._times[:kept], self._records[:kept]
+            self._recount()
+
+    def _recount(self) -> None:
+        self._totals = [(0, 0, 0, 0)]
+        self._totals += itertools.accumulate(
+            ((r.attempts, r.refused, r.served, r.bytes) for r in self._records),
+            lambda a, b: (a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3]),
+        )
 
     def __len__(self) -> int:
         return len(self._times)
 
+    def _after(self, start: int, column: int) -> int:
+        index = bisect.bisect_right(self._times, start)
+        return self._totals[-1][column] - self._totals[index][column]
+
     def attempts_after(self, start: int) -> int:
-        return len(self._times) - bisect.bisect_right(self._times, start)
+        return self._after(start, 0)
 
     def refused_after(self, start: int) -> int:
-        return self.attempts_after(start) - self.served_after(start)
+        return self._after(start, 1)
 
     def served_after(self, start: int) -> int:
-        index = bisect.bisect_right(self._times, start)
-        return self._served_before[-1] - self._served_before[index]
+        return self._after(start, 2)
 
     def bytes_after(self, start: int) -> int:
-        index = bisect.bisect_right(self._byte_times, start)
-        return self._bytes_before[-1] - self._bytes_before[index]
+        return self._after(start, 3)
 
-    def served_times_after(self, start: int) -> list[int]:
-        index = bisect.bisect_right(self._times, start)
-        times, served = self._times[index:], self._served[index:]
-        return [t for t, s in zip(times, served, strict=True) if s]
-
-    def byte_records_after(self, start: int) -> list[tuple[int, int]]:
-        index = bisect.bisect_right(self._byte_times, start)
-        return list(zip(self._byte_times[index:], self._sizes[index:], strict=True))
+    def records_after(self, start: int) -> list[Record]:
+        return self._records[bisect.bisect_right(self._times, start) :]
 
 
 def evaluate(
-    quota: Quota, history: History, now: int, escalation_since: int = 0
+    quota: Quota, history: History, now: int, marks: AccountMarks = AccountMarks()
 ) -> Verdict:
-    """Judge one more attempt made at `now`, given the account's earlier attempts.
+    """Judge one more request made at `now`, given the account's history.
 
-    The block threshold comes first: the attempt that brings the number of attempts in
-    its window (counting only those after `escalation_since`, the last block) to
-    `block_at.max` blocks the account. Otherwise a limit whose window is already full
-    denies the attempt, with the delay after which it would pass. An attempt made
-    exactly one window ago has just left that window.
+    A threshold counting attempts comes first: the request that brings the attempts in
+    its window (only those after the last block) to `max` blocks the account.
+    Otherwise a limit whose window is already full denies the request, with the delay
+    after which it would pass; a threshold counting refusals blocks on the refusal that
+    brings them to `max`. A request made exactly one window ago has just left it.
     """
     block_at = quota.block_at
-    if block_at is not None:
-        start = max(now - block_at.window_ms, escalation_since)
+    if block_at is not None and block_at.counts is Counting.ATTEMPTS:
+        start = max(now - block_at.window_ms, marks.escalation_reset_ts)
         attempts = 1 + history.attempts_after(start)
         if attempts >= block_at.max:
-            return Verdict(Outcome.BLOCK, block_at, Measure.ATTEMPTS, attempts)
+            return Verdict(Decision.BLOCK, block_at, Measure.ATTEMPTS, attempts)
 
-    full = [limit for limit in quota.limits if _is_full(limit, history, now)]
+    stepped_up = marks.stepped_up(now)
+    limits = quota.limits_for(stepped_up)
+    full = [limit for limit in limits if _is_full(limit, history, now)]
     if not full:
         return ALLOW  # the common case, kept cheap: a few binary searches
-    # Several full windows: the longest wait is the one after which the attempt passes.
-    denials = [d for d in (_judge_limit(limit, history, now) for limit in full) if d]
-    return max(denials, key=_wait)
+    # Several full windows: the longest wait is the one after which the request passes.
+    denial = max((_deny(limit, history, now) for limit in full), key=_wait)
+    if quota.step_up is not None and not stepped_up:
+        denial = attr.evolve(denial, step_up=True)
+    if block_at is not None and block_at.counts is Counting.REFUSALS:
+        start = max(now - block_at.window_ms, marks.escalation_reset_ts)
+        refused = 1 + history.refused_after(start)
+        if refused >= block_at.max:
+            return Verdict(Decision.BLOCK, block_at, Measure.REFUSALS, refused)
+    return denial
 
 
 def _is_full(limit: Limit, history: History, now: int) -> bool:
@@ -276,23 +312,26 @@ def _is_full(limit: Limit, history: History, now: int) -> bool:
     return limit.max_bytes is not None and history.bytes_after(start) >= limit.max_bytes
 
 
-def _judge_limit(limit: Limit, history: History, now: int) -> Verdict | None:
-    """A denial if the window is full by count or by bytes, with the longer wait."""
+def _deny(limit: Limit, history: History, now: int) -> Verdict:
+    """The denial of a full window, by count or by bytes, whichever waits longer."""
     start = now - limit.window_ms
+    records = history.records_after(start)
     denials = []
     if limit.max is not None:
         served = history.served_after(start)
         if served >= limit.max:
-            records = [(t, 1) for t in history.served_times_after(start)]
-            wait = _wait_until_below(records, limit.window_ms, now, limit.max)
-            denials.append(Verdict(Outcome.DENY, limit, Measure.ATTEMPTS, served, wait))
+            weights = [(r.ts, r.served) for r in records if r.served]
+            wait = _wait_until_below(weights, limit.window_ms, now, limit.max)
+            denials.append(
+                Verdict(Decision.DENY, limit, Measure.ATTEMPTS, served, wait)
+            )
     if limit.max_bytes is not None:
         total = history.bytes_after(start)
         if total >= limit.max_bytes:
-            records = history.byte_records_after(start)
-            wait = _wait_until_below(records, limit.window_ms, now, limit.max_bytes)
-            denials.append(Verdict(Outcome.DENY, limit, Measure.BYTES, total, wait))
-    return max(denials, key=_wait, default=None)
+            weights = [(r.ts, r.bytes) for r in records if r.bytes]
+            wait = _wait_until_below(weights, limit.window_ms, now, limit.max_bytes)
+            denials.append(Verdict(Decision.DENY, limit, Measure.BYTES, total, wait))
+    return max(denials, key=_wait)
 
 
 def _wait(verdict: Verdict) -> int:
@@ -300,11 +339,12 @@ def _wait(verdict: Verdict) -> int:
 
 
 def _wait_until_below(
-    records: list[tuple[int, int]], window_ms: int, now: int, ceiling: int
+    weights: list[tuple[int, int]], window_ms: int, now: int, ceiling: int
 ) -> int:
-    """How long until enough of the oldest records leave the window to go under `ceiling`."""
-    remaining = sum(weight for _, weight in records)
-    for ts, weight in records:
+    """How long until enough of the oldest records leave the window to go under
+    `ceiling` (records of one moment leave together)."""
+    remaining = sum(weight for _, weight in weights)
+    for ts, weight in weights:
         remaining -= weight
         if remaining < ceiling:
             return max(1, ts + window_ms - now)
@@ -313,85 +353,32 @@ def _wait_until_below(
 
 
 @attr.frozen
-class Budget:
-    """At most `max_profiles` distinct discoveries (people, directory pages) per window."""
-
-    window_ms: int
-    max_profiles: int
-
-    @property
-    def limit(self) -> Limit:
-        return Limit(self.window_ms, max=self.max_profiles)
-
-
-@attr.frozen
-class DirectoryRules:
-    """How much of the directory an account may discover, and what stepping up buys."""
-
-    free: Budget
-    after_step_up: Budget
-    step_up_valid_for_ms: int
-    block_at: Threshold | None  # enumeration requests refused
-    failed_step_ups_block_at: Threshold | None
-
-    @property
-    def longest_window_ms(self) -> int:
-        windows = [self.free.window_ms, self.after_step_up.window_ms]
-        if self.block_at is not None:
-            windows.append(self.block_at.window_ms)
-        return max(windows)
-
-    def budget(self, stepped_up: bool) -> Budget:
-        return self.after_step_up if stepped_up else self.free
-
-
-def evaluate_discovery(
-    rules: DirectoryRules,
-    history: History,
-    now: int,
-    stepped_up: bool,
-    escalation_since: int = 0,
-) -> Verdict:
-    """Judge one more discovery: allowed within the budget that applies (the one a
-    recent step-up bought, or the free one). Past it, the request is refused, and the
-    refusal that brings the refused requests in `block_at`'s window to its max blocks.
-
-    `history` holds the account's discoveries (served) and refused requests.
-    """
-    budget = rules.budget(stepped_up)
-    verdict = evaluate(Quota(limits=(budget.limit,)), history, now)
-    if verdict.outcome is Outcome.ALLOW or rules.block_at is None:
-        return verdict
-    start = max(now - rules.block_at.window_ms, escalation_since)
-    refused = 1 + history.refused_after(start)
-    if refused >= rules.block_at.max:
-        return Verdict(Outcome.BLOCK, rules.block_at, Measure.ATTEMPTS, refused)
-    return verdict
-
-
-@attr.frozen
 class WindowUsage:
     """How much of one rule an account has used, for the admin API."""
 
     rule: Limit | Threshold
-    attempts: int
+    count: int
     bytes: int | None = None
 
 
 def usage(
-    quota: Quota, history: History, now: int, escalation_since: int = 0
+    quota: Quota, history: History, now: int, marks: AccountMarks = AccountMarks()
 ) -> list[WindowUsage]:
-    """The account's standing against every rule of a control, as `evaluate` counts it."""
+    """The account's standing against the rules that apply now, as `evaluate` counts."""
     report = []
-    for limit in quota.limits:
+    for limit in quota.limits_for(marks.stepped_up(now)):
         start = now - limit.window_ms
         total_bytes = history.bytes_after(start) if limit.max_bytes else None
         report.append(WindowUsage(limit, history.served_after(start), total_bytes))
-    if quota.block_at is not None:
-        start = max(now - quota.block_at.window_ms, escalation_since)
-        report.append(WindowUsage(quota.block_at, history.attempts_after(start)))
+    block_at = quota.block_at
+    if block_at is not None:
+        start = max(now - block_at.window_ms, marks.escalation_reset_ts)
+        if block_at.counts is Counting.ATTEMPTS:
+            report.append(WindowUsage(block_at, history.attempts_after(start)))
+        else:
+            report.append(WindowUsage(block_at, history.refused_after(start)))
     return report
 
 
-def _by_ts(attempt: AttemptLike) -> int:
-    return attempt.ts
+def _by_ts(record: Record) -> int:
+    return record.ts

@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 
 from synapse.module_api import make_deferred_yieldable
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 
 from synapse_tchap_guard import _synapse_internals as internals
+from synapse_tchap_guard.clock import Clock
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +22,9 @@ WAIT_SECONDS = 10
 
 
 class Readiness:
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock, what: str) -> None:
+        self._clock = clock
+        self._what = what  # for the log: "its tables", "the blocks in force"
         self.ready = False
         self._gave_up = False
         self._waiters: list[defer.Deferred[None]] = []
@@ -39,15 +42,22 @@ class Readiness:
         if self._gave_up:
             return False
         waiter: defer.Deferred[None] = defer.Deferred()
-        waiter.addTimeout(WAIT_SECONDS, reactor)
+        timeout = self._clock.callLater(WAIT_SECONDS, self._give_up)
         self._waiters.append(waiter)
         try:
             await make_deferred_yieldable(waiter)
-        except defer.TimeoutError:
-            if not self._gave_up:
-                logger.error("tchap_guard is not ready after %ss", WAIT_SECONDS)
+        finally:
+            if timeout.active():
+                timeout.cancel()
+        return self.ready
+
+    def _give_up(self) -> None:
+        """Nobody waits any more: requests go on without it (the log says why)."""
+        if not self.ready and not self._gave_up:
+            logger.error(
+                "tchap_guard has not loaded %s after %ss", self._what, WAIT_SECONDS
+            )
             self._gave_up = True
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
-            return False
-        return True
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            internals.wake(waiter)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from synapse_tchap_guard import _synapse_internals as internals
 from synapse_tchap_guard import responses
-from synapse_tchap_guard.blocks import BlockRegistry
+from synapse_tchap_guard.blocks import Blocking
 from synapse_tchap_guard.context import GuardContext
 from synapse_tchap_guard.gates.directory import DirectoryGate, lookup_of
 from synapse_tchap_guard.gates.media import MediaGate, download_of
@@ -23,20 +23,20 @@ class RequestGate:
     def __init__(
         self,
         context: GuardContext,
-        registry: BlockRegistry,
+        blocking: Blocking,
         media: MediaGate,
         directory: DirectoryGate | None,
     ) -> None:
         self._context = context
-        self._registry = registry
-        self._readiness = context.readiness
+        self._registry = blocking.registry
+        self._loaded = blocking.loaded
         self._media = media
         self._directory = directory
 
     async def is_user_expired(self, user_id: str) -> bool | None:
         """Refuse a blocked account's requests; None lets other modules decide."""
         request = internals.current_request()
-        if self._readiness.ready or await self._readiness.wait():
+        if self._loaded.ready or await self._loaded.wait():
             block = self._registry.in_force(user_id, self._context.now())
         else:
             # The blocks could not be loaded, so none is known (the log says why).

@@ -11,8 +11,8 @@ from datetime import datetime, timezone
 from synapse.module_api.errors import Codes, SynapseError
 
 from synapse_tchap_guard.config import format_duration, format_size
+from synapse_tchap_guard.model import Block
 from synapse_tchap_guard.policy import Limit, Measure, Verdict
-from synapse_tchap_guard.store import Block
 
 _ASK_ADMIN = "If you need more, contact your homeserver administrator."
 
@@ -44,20 +44,21 @@ BUDGET_RESETS = "fr.gouv.tchap.guard.budget_resets_in_ms"
 
 
 def step_up_required(
-    url: str, valid_for_ms: int, budget_max: int, window_ms: int, retry_after_ms: int
+    label: str, url: str, valid_for_ms: int, verdict: Verdict
 ) -> SynapseError:
     """401 asking the user to re-authenticate (User-Interactive Auth at `url`)."""
-    window = format_duration(window_ms)
+    assert isinstance(verdict.rule, Limit) and verdict.retry_after_ms is not None
+    window = format_duration(verdict.rule.window_ms)
     return SynapseError(
         401,
-        f"You have looked up {budget_max} people or directory pages in {window}."
+        f"You have reached {verdict.rule_max} {label} in {window}."
         f" To go on, confirm it is you: re-authenticate at {url} (or wait"
-        f" {format_wait(retry_after_ms)}).",
+        f" {format_wait(verdict.retry_after_ms)}).",
         STEP_UP_ERRCODE,
         additional_fields={
             STEP_UP_MAX_AGE: valid_for_ms // 1000,
             STEP_UP_URL: url,
-            BUDGET_RESETS: retry_after_ms,
+            BUDGET_RESETS: verdict.retry_after_ms,
         },
     )
 

@@ -20,10 +20,10 @@ from synapse.module_api.errors import SynapseError
 from synapse_tchap_guard import _synapse_internals as internals
 from synapse_tchap_guard.audit import AuditEvent, RequestInfo, format_timestamp
 from synapse_tchap_guard.config import format_duration
-from synapse_tchap_guard.context import GuardContext
-from synapse_tchap_guard.gates.directory import STEP_UP_PATH, DirectoryGate
-from synapse_tchap_guard.gates.quota import QuotaGate
-from synapse_tchap_guard.policy import DirectoryRules
+from synapse_tchap_guard.context import STEP_UP_PATH, GuardContext
+from synapse_tchap_guard.gates.exact import ExactGate
+from synapse_tchap_guard.live_counts import LiveCounts
+from synapse_tchap_guard.policy import StepUp
 
 PATH = STEP_UP_PATH
 DESCRIPTION = "Confirm it is you, to go on looking people up in the directory"
@@ -35,14 +35,14 @@ class StepUpResource(DirectServeJsonResource):
     def __init__(
         self,
         context: GuardContext,
-        rules: DirectoryRules,
-        directory: DirectoryGate,
-        failures: QuotaGate,
+        step_up: StepUp,
+        counts: LiveCounts,
+        failures: ExactGate,
     ) -> None:
         super().__init__()
         self._context = context
-        self._rules = rules
-        self._directory = directory
+        self._step_up = step_up
+        self._counts = counts  # what the step-up lifts
         self._failures = failures
 
     async def _async_render_POST(self, request: SynapseRequest) -> tuple[int, JsonDict]:
@@ -65,8 +65,8 @@ class StepUpResource(DirectServeJsonResource):
 
     async def _succeeded(self, user_id: str, info: RequestInfo | None) -> JsonDict:
         now = self._context.now()
-        until = now + self._rules.step_up_valid_for_ms
-        budget = self._rules.after_step_up
+        until = now + self._step_up.valid_for_ms
+        budget = self._step_up.limits[0]
         event = AuditEvent(
             action="step_up_succeeded",
             ts=now,
@@ -76,18 +76,18 @@ class StepUpResource(DirectServeJsonResource):
             guard={
                 "control": "directory",
                 "step_up_valid_until": format_timestamp(until),
-                "budget": budget.max_profiles,
+                "budget": budget.max,
                 "window": format_duration(budget.window_ms),
             },
         )
-        await self._context.store.record_step_up(user_id, now, until, [event])
+        await self._context.store.accounts.record_step_up(user_id, now, until, [event])
         self._context.emit([event])
-        self._directory.counts.forget(user_id)  # its next lookup sees the step-up
+        self._counts.forget(user_id)  # its next lookup sees the step-up
         return {
             "step_up_valid_until": format_timestamp(until),
             "step_up_valid_until_ms": until,
             "budget": {
-                "max_profiles": budget.max_profiles,
+                "max_profiles": budget.max,
                 "window": format_duration(budget.window_ms),
             },
         }
@@ -110,4 +110,4 @@ class StepUpResource(DirectServeJsonResource):
             ]
         )
         if self._failures.control.active:
-            await self._failures.check(user_id, None, info)  # raises once it blocks
+            await self._failures.count(user_id, None, info)  # raises once it blocks

@@ -3,7 +3,8 @@
 A join counts when the room is public, or when this server is not in the room yet so
 its rules cannot be known (conservatively: a scraper joining rooms over federation
 must not go uncounted). Invited joins never count, nor do re-joins of a room the user
-is already in: Synapse re-sends a join to every room on each profile change.
+is already in: Synapse re-sends a join to every room on each profile change. Joins
+are rare, so each is judged exactly, in the database (`ExactGate`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ from typing import Literal
 from synapse.module_api import NOT_SPAM
 
 from synapse_tchap_guard import _synapse_internals as internals
-from synapse_tchap_guard import responses
 from synapse_tchap_guard.context import GuardContext
-from synapse_tchap_guard.gates.quota import QuotaGate
+from synapse_tchap_guard.gates.exact import ExactGate
 
 _CREATE = ("m.room.create", "")
 _JOIN_RULES = ("m.room.join_rules", "")
@@ -23,26 +23,19 @@ _MEMBER = "m.room.member"
 
 
 class JoinGate:
-    def __init__(self, context: GuardContext, quota_gate: QuotaGate) -> None:
+    def __init__(self, context: GuardContext, exact: ExactGate) -> None:
         self._context = context
-        self._quota_gate = quota_gate
-        self.control = quota_gate.control.name
-        self._active = quota_gate.control.active
+        self._exact = exact
+        self._active = exact.control.active
 
     async def user_may_join_room(
         self, user_id: str, room_id: str, is_invited: bool
     ) -> Literal["NOT_SPAM"]:
         if not self._active or is_invited:
             return NOT_SPAM
-        request = internals.request_info(internals.current_request())
-        try:
-            counts = await self._join_counts(user_id, room_id)
-        except Exception:
-            if self._context.database_trouble(user_id, self.control, request):
-                return NOT_SPAM
-            raise responses.guard_unavailable() from None
-        if counts:
-            await self._quota_gate.check(user_id, room_id, request)
+        if await self._join_counts(user_id, room_id):
+            request = internals.request_info(internals.current_request())
+            await self._exact.count(user_id, room_id, request)
         return NOT_SPAM
 
     async def _join_counts(self, user_id: str, room_id: str) -> bool:

@@ -21,7 +21,7 @@ from harness.homeserver import (
     Worker,
     wait_until,
 )
-from synapse_tchap_guard.store import SCHEMA_LOCK_KEY
+from synapse_tchap_guard.store.schema import SCHEMA_LOCK_KEY
 from tests.integration.conftest import require_postgres, require_redis
 
 LIMIT = 4

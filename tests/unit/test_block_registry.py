@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from synapse_tchap_guard.blocks import BlockRegistry
-from synapse_tchap_guard.store import Block
+from synapse_tchap_guard.model import Block
 
 
 def block(user_id: str, until: int | None, block_id: int = 1) -> Block:

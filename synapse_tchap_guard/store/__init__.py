@@ -1,0 +1,34 @@
+"""Everything the guard keeps, in Synapse's own database: one module per concern.
+
+`Database` runs the transactions and says when the tables cannot answer; `schema`
+creates them; the stores each own a table's statements. Transaction functions may
+run several times (Synapse retries on serialisation failures), so they only read and
+write the database; logging happens after commit.
+"""
+
+from __future__ import annotations
+
+from synapse_tchap_guard.store.accounts import AccountStore
+from synapse_tchap_guard.store.attempts import AttemptStore, Recorded
+from synapse_tchap_guard.store.audit import AuditStore
+from synapse_tchap_guard.store.blocks import BlockStore
+from synapse_tchap_guard.store.database import Database, StoreUnavailable
+from synapse_tchap_guard.store.pruning import prune
+from synapse_tchap_guard.store.schema import prepare
+
+__all__ = ["GuardStore", "Recorded", "StoreUnavailable"]
+
+
+class GuardStore:
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.accounts = AccountStore(database)
+        self.attempts = AttemptStore(database)
+        self.blocks = BlockStore(database)
+        self.audit = AuditStore(database)
+
+    async def prepare(self) -> int:
+        return await prepare(self.database)
+
+    async def prune(self, lines_before: int, history_before: int) -> int:
+        return await prune(self.database, lines_before, history_before)

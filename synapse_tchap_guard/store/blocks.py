@@ -1,0 +1,163 @@
+"""Blocks: opened by a judgement or an admin, ended by expiry or an admin."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import attr
+from synapse.module_api import LoggingTransaction
+
+from synapse_tchap_guard.audit import AuditEvent
+from synapse_tchap_guard.model import AlreadyBlocked, Block, NewBlock
+from synapse_tchap_guard.store.accounts import touch_account_txn
+from synapse_tchap_guard.store.audit import insert_events_txn
+from synapse_tchap_guard.store.database import Database, one
+
+COLUMNS = (
+    "id, user_id, control, reason, blocked_by, since_ts, until_ts,"
+    " ended_ts, ended_by, end_reason"
+)
+_ACTIVE = "ended_ts IS NULL AND (until_ts IS NULL OR until_ts > ?)"
+
+Events = Callable[[Block], Sequence[AuditEvent]]
+
+
+class BlockStore:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def in_force(self, now: int) -> list[Block]:
+        def txn_func(txn: LoggingTransaction) -> list[Block]:
+            txn.execute(
+                f"SELECT {COLUMNS} FROM tchap_guard_blocks WHERE {_ACTIVE}", (now,)
+            )
+            return [Block(*row) for row in txn.fetchall()]
+
+        return await self._db.run("blocks_in_force", txn_func)
+
+    async def in_force_for(self, user_id: str, now: int) -> Block | None:
+        return await self._db.run("block_in_force", block_in_force_txn, user_id, now)
+
+    async def open(
+        self, user_id: str, new: NewBlock, now: int, events: Events
+    ) -> Block:
+        """Block an account by hand; raises `AlreadyBlocked` if a block is in force."""
+
+        def txn_func(txn: LoggingTransaction) -> Block:
+            touch_account_txn(txn, user_id, now)
+            current = block_in_force_txn(txn, user_id, now)
+            if current is not None:
+                raise AlreadyBlocked(current)
+            block = open_block_txn(txn, user_id, new, now)
+            insert_events_txn(txn, self._db.node, events(block))
+            return block
+
+        return await self._db.run("open_block", txn_func)
+
+    async def lift(
+        self, user_id: str, lifted_by: str, reason: str, now: int, events: Events
+    ) -> Block | None:
+        """End the block in force, if any, and let the account start over."""
+
+        def txn_func(txn: LoggingTransaction) -> Block | None:
+            touch_account_txn(txn, user_id, now)
+            current = block_in_force_txn(txn, user_id, now)
+            if current is None:
+                return None
+            txn.execute(
+                "UPDATE tchap_guard_blocks SET ended_ts = ?, ended_by = ?, end_reason = ?"
+                " WHERE id = ? AND ended_ts IS NULL",
+                (now, lifted_by, reason, current.id),
+            )
+            txn.execute(
+                "UPDATE tchap_guard_accounts SET counters_reset_ts = ?,"
+                " escalation_reset_ts = ?, marks_changed_ts = ? WHERE user_id = ?",
+                (now, now, now, user_id),
+            )
+            lifted = attr.evolve(
+                current, ended_ts=now, ended_by=lifted_by, end_reason=reason
+            )
+            insert_events_txn(txn, self._db.node, events(lifted))
+            return lifted
+
+        return await self._db.run("lift_block", txn_func)
+
+    async def close_expired(self, now: int, events: Events) -> list[Block]:
+        """Mark blocks whose time is up as ended by expiry, each exactly once."""
+
+        def txn_func(txn: LoggingTransaction) -> list[Block]:
+            txn.execute(
+                f"SELECT {COLUMNS} FROM tchap_guard_blocks"
+                " WHERE ended_ts IS NULL AND until_ts <= ?",
+                (now,),
+            )
+            closed = []
+            for block in [Block(*row) for row in txn.fetchall()]:
+                txn.execute(
+                    "UPDATE tchap_guard_blocks SET ended_ts = ?, ended_by = 'expiry'"
+                    " WHERE id = ? AND ended_ts IS NULL",
+                    (block.until_ts, block.id),
+                )
+                if txn.rowcount != 1:
+                    continue  # lifted by an admin meanwhile
+                ended = attr.evolve(block, ended_ts=block.until_ts, ended_by="expiry")
+                insert_events_txn(txn, self._db.node, events(ended))
+                closed.append(ended)
+            return closed
+
+        return await self._db.run("close_expired_blocks", txn_func)
+
+    async def page(
+        self, now: int, limit: int, before_id: int | None
+    ) -> tuple[list[Block], int]:
+        """Blocks in force, newest first, from `before_id`; and how many there are."""
+
+        def txn_func(txn: LoggingTransaction) -> tuple[list[Block], int]:
+            txn.execute(
+                f"SELECT COUNT(*) FROM tchap_guard_blocks WHERE {_ACTIVE}", (now,)
+            )
+            total = int(one(txn)[0])
+            txn.execute(
+                f"SELECT {COLUMNS} FROM tchap_guard_blocks"
+                f" WHERE {_ACTIVE} AND id < ? ORDER BY id DESC LIMIT ?",
+                (now, before_id if before_id is not None else 2**62, limit),
+            )
+            return [Block(*row) for row in txn.fetchall()], total
+
+        return await self._db.run("list_blocks", txn_func)
+
+    async def history(self, user_id: str, limit: int) -> list[Block]:
+        def txn_func(txn: LoggingTransaction) -> list[Block]:
+            txn.execute(
+                f"SELECT {COLUMNS} FROM tchap_guard_blocks"
+                " WHERE user_id = ? ORDER BY id DESC LIMIT ?",
+                (user_id, limit),
+            )
+            return [Block(*row) for row in txn.fetchall()]
+
+        return await self._db.run("block_history", txn_func)
+
+
+def block_in_force_txn(txn: LoggingTransaction, user_id: str, now: int) -> Block | None:
+    txn.execute(
+        f"SELECT {COLUMNS} FROM tchap_guard_blocks"
+        f" WHERE user_id = ? AND {_ACTIVE} ORDER BY id DESC LIMIT 1",
+        (user_id, now),
+    )
+    row = txn.fetchone()
+    return Block(*row) if row else None
+
+
+def open_block_txn(
+    txn: LoggingTransaction, user_id: str, new: NewBlock, now: int
+) -> Block:
+    txn.execute(
+        "INSERT INTO tchap_guard_blocks"
+        " (user_id, control, reason, blocked_by, since_ts, until_ts)"
+        " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        (user_id, new.control, new.reason, new.blocked_by, now, new.until_ts),
+    )
+    block_id = int(one(txn)[0])
+    return Block(
+        block_id, user_id, new.control, new.reason, new.blocked_by, now, new.until_ts
+    )

@@ -1,0 +1,56 @@
+"""Deleting what no rule and no retention period needs any more, in small batches."""
+
+from __future__ import annotations
+
+from synapse.module_api import LoggingTransaction
+
+from synapse_tchap_guard.store.database import Database
+
+BATCH = 5000
+
+# (table, key, condition); every `?` of a condition takes the same cut-off.
+_LINES = ("tchap_guard_attempts", "id", "ts < ?")
+_EVENTS = ("tchap_guard_events", "id", "ts < ?")
+_ENDED_BLOCKS = ("tchap_guard_blocks", "id", "ended_ts IS NOT NULL AND ended_ts < ?")
+_IDLE_ACCOUNTS = (
+    "tchap_guard_accounts",
+    "user_id",
+    "last_attempt_ts < ? AND counters_reset_ts < ? AND escalation_reset_ts < ?"
+    " AND step_up_until_ts < ?",
+)
+
+
+async def prune(database: Database, lines_before: int, history_before: int) -> int:
+    """Delete lines older than `lines_before` (and the accounts left without any),
+    audit events and ended blocks older than `history_before`. Returns how many rows."""
+    removed = 0
+    for (table, key, condition), before in (
+        (_LINES, lines_before),
+        (_EVENTS, history_before),
+        (_ENDED_BLOCKS, history_before),
+        (_IDLE_ACCOUNTS, lines_before),
+    ):
+        arguments = (before,) * condition.count("?")
+        while True:
+            count = await database.run(
+                "prune", _prune_batch_txn, table, key, condition, arguments
+            )
+            removed += count
+            if count < BATCH:
+                break
+    return removed
+
+
+def _prune_batch_txn(
+    txn: LoggingTransaction,
+    table: str,
+    key: str,
+    condition: str,
+    arguments: tuple[int, ...],
+) -> int:
+    txn.execute(
+        f"DELETE FROM {table} WHERE {key} IN"
+        f" (SELECT {key} FROM {table} WHERE {condition} LIMIT {BATCH})",
+        arguments,
+    )
+    return int(txn.rowcount)

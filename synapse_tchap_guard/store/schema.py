@@ -1,0 +1,118 @@
+"""The guard's tables, created and upgraded in Synapse's database.
+
+Tables (all prefixed `tchap_guard_`):
+- `accounts`: one row per account the guard has counted; the row every exact
+  judgement of that account writes first, which serialises them across processes,
+  and the marks that change how it is judged (resets, step-ups).
+- `attempts`: the log of what each account did, one line per request and its
+  decision, and lines that amend a request later (its bytes, its failure).
+- `blocks`: blocks in force and their history.
+- `events`: the audit trail, as the ECS documents sent to the SIEM.
+- `schema_versions`: the migrations applied.
+"""
+
+from __future__ import annotations
+
+from synapse.module_api import LoggingTransaction
+
+from synapse_tchap_guard import _synapse_internals as internals
+from synapse_tchap_guard.store.database import Database, one
+
+# Serialises schema changes when several processes start at once (PostgreSQL; a
+# SQLite database has one Synapse process).
+SCHEMA_LOCK_KEY = 0x7463_6770  # "tcgp"
+
+MIGRATIONS: list[list[str]] = [
+    # 1: accounts, attempts, blocks, audit events.
+    [
+        """CREATE TABLE IF NOT EXISTS tchap_guard_accounts (
+            user_id TEXT NOT NULL PRIMARY KEY,
+            counters_reset_ts BIGINT NOT NULL DEFAULT 0,
+            escalation_reset_ts BIGINT NOT NULL DEFAULT 0,
+            marks_changed_ts BIGINT NOT NULL DEFAULT 0,
+            step_up_ts BIGINT NOT NULL DEFAULT 0,
+            step_up_until_ts BIGINT NOT NULL DEFAULT 0,
+            last_attempt_ts BIGINT NOT NULL DEFAULT 0
+        )""",
+        """CREATE INDEX IF NOT EXISTS tchap_guard_accounts_by_marks_change
+            ON tchap_guard_accounts (marks_changed_ts)""",
+        """CREATE TABLE IF NOT EXISTS tchap_guard_attempts (
+            id {serial},
+            user_id TEXT NOT NULL,
+            control TEXT NOT NULL,
+            ts BIGINT NOT NULL,
+            decision TEXT NOT NULL,
+            bytes BIGINT NOT NULL DEFAULT 0,
+            target TEXT,
+            node TEXT NOT NULL DEFAULT ''
+        )""",
+        """CREATE INDEX IF NOT EXISTS tchap_guard_attempts_by_account
+            ON tchap_guard_attempts (user_id, control, ts)""",
+        """CREATE INDEX IF NOT EXISTS tchap_guard_attempts_by_ts
+            ON tchap_guard_attempts (ts)""",
+        """CREATE TABLE IF NOT EXISTS tchap_guard_blocks (
+            id {serial},
+            user_id TEXT NOT NULL,
+            control TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            blocked_by TEXT NOT NULL,
+            since_ts BIGINT NOT NULL,
+            until_ts BIGINT,
+            ended_ts BIGINT,
+            ended_by TEXT,
+            end_reason TEXT
+        )""",
+        """CREATE INDEX IF NOT EXISTS tchap_guard_blocks_open
+            ON tchap_guard_blocks (user_id) WHERE ended_ts IS NULL""",
+        """CREATE INDEX IF NOT EXISTS tchap_guard_blocks_by_account
+            ON tchap_guard_blocks (user_id, id)""",
+        """CREATE TABLE IF NOT EXISTS tchap_guard_events (
+            id {serial},
+            ts BIGINT NOT NULL,
+            user_id TEXT,
+            action TEXT NOT NULL,
+            document TEXT NOT NULL
+        )""",
+        """CREATE INDEX IF NOT EXISTS tchap_guard_events_by_account
+            ON tchap_guard_events (user_id, id)""",
+        """CREATE INDEX IF NOT EXISTS tchap_guard_events_by_ts
+            ON tchap_guard_events (ts)""",
+    ],
+    # 2: lines that amend a request (its bytes, its failure after it was allowed) and
+    # requests that weigh more than one unit. Applied once, under the lock above.
+    [
+        "ALTER TABLE tchap_guard_attempts ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE tchap_guard_attempts ADD COLUMN served BIGINT NOT NULL DEFAULT 0",
+        "UPDATE tchap_guard_attempts SET served = 1 WHERE decision = 'allow'",
+    ],
+]
+
+
+async def prepare(database: Database) -> int:
+    """Create or upgrade the tables; safe when several processes start together.
+    Returns the schema version now in place."""
+    return await database.run_now("prepare", _prepare_txn)
+
+
+def _prepare_txn(txn: LoggingTransaction) -> int:
+    postgres = internals.is_postgres(txn)
+    if postgres:
+        txn.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK_KEY,))
+    serial = "BIGSERIAL PRIMARY KEY" if postgres else "INTEGER PRIMARY KEY"
+    txn.execute(
+        "CREATE TABLE IF NOT EXISTS tchap_guard_schema_versions"
+        " (version INTEGER NOT NULL PRIMARY KEY)"
+    )
+    txn.execute("SELECT COALESCE(MAX(version), 0) FROM tchap_guard_schema_versions")
+    current = int(one(txn)[0])
+    for version, statements in enumerate(MIGRATIONS, start=1):
+        if version <= current:
+            continue
+        for statement in statements:
+            txn.execute(statement.format(serial=serial))
+        txn.execute(
+            "INSERT INTO tchap_guard_schema_versions (version) VALUES (?)"
+            " ON CONFLICT (version) DO NOTHING",
+            (version,),
+        )
+    return len(MIGRATIONS)

@@ -1,0 +1,87 @@
+"""Blocks on the store's real SQL and a fake clock: reloads, expiry, and the database
+going out."""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+from twisted.internet import task
+
+from synapse_tchap_guard.audit import AuditLog
+from synapse_tchap_guard.blocks import Blocking, BlockRegistry
+from synapse_tchap_guard.config import GuardConfig
+from synapse_tchap_guard.context import GuardContext
+from synapse_tchap_guard.model import NewBlock
+from synapse_tchap_guard.readiness import Readiness
+from tests.unit.fakes import SqliteDatabase, new_store, run, shared_store
+
+ALICE = "@alice:example.org"
+
+
+def blocking(clock: task.Clock, store: Any) -> Blocking:
+    api: Any = types.SimpleNamespace(public_baseurl="https://matrix.example.org/")
+    context = GuardContext(api, GuardConfig(), store, AuditLog("main"), clock)
+    return Blocking(context, BlockRegistry(), Readiness(clock, "the blocks in force"))
+
+
+def test_a_block_set_by_another_process_is_known_at_the_next_reload() -> None:
+    clock = task.Clock()
+    clock.advance(1_800_000_000)
+    store = new_store(clock)
+    here = blocking(clock, store)
+    there = blocking(clock, shared_store(store, clock, "worker1"))
+    run(here.load())
+    now = int(clock.seconds() * 1000)
+    run(
+        there._context.store.blocks.open(
+            ALICE,
+            NewBlock("admin", "why", "@admin:example.org", now + 60_000),
+            now,
+            lambda b: [],
+        )
+    )
+    assert here.registry.in_force(ALICE, now) is None
+    run(here.reload())
+    assert here.registry.in_force(ALICE, now) is not None
+    clock.advance(61)
+    assert here.registry.in_force(ALICE, int(clock.seconds() * 1000)) is None
+
+
+def test_while_the_database_is_out_the_last_known_blocks_stay_in_force() -> None:
+    clock = task.Clock()
+    clock.advance(1_800_000_000)
+    store = new_store(clock)
+    guard = blocking(clock, store)
+    now = int(clock.seconds() * 1000)
+    run(
+        store.blocks.open(
+            ALICE, NewBlock("admin", "why", "@a:x", None), now, lambda b: []
+        )
+    )
+    run(guard.reload())
+    assert isinstance(store.database, SqliteDatabase)
+    store.database.out = True
+    run(guard.reload())  # fails, and keeps what it knew
+    assert guard.registry.in_force(ALICE, now) is not None
+
+
+def test_an_expired_block_is_closed_once_and_reported() -> None:
+    clock = task.Clock()
+    clock.advance(1_800_000_000)
+    store = new_store(clock)
+    guard = blocking(clock, store)
+    now = int(clock.seconds() * 1000)
+    run(
+        store.blocks.open(
+            ALICE, NewBlock("admin", "why", "@a:x", now + 5000), now, lambda b: []
+        )
+    )
+    run(guard.reload())
+    clock.advance(5)
+    run(guard.expire())
+    run(guard.expire())
+    assert isinstance(store.database, SqliteDatabase)
+    actions = store.database.rows("SELECT action FROM tchap_guard_events")
+    assert actions == [("block_expired",)]
+    assert guard.registry.in_force(ALICE, int(clock.seconds() * 1000)) is None
