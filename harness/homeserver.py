@@ -272,6 +272,20 @@ class Account:
         )
 
 
+def counters(admin: Account, user: Account, control: str) -> dict[str, Any]:
+    """An account's standing against one control, as the admin API shows it (which
+    first writes what the process counted in memory)."""
+    response = admin.get(f"{ADMIN_API}/accounts/{quote(user.user_id)}")
+    assert response.status_code == 200, response.text
+    standing: dict[str, Any] = response.json()["counters"][control]
+    return standing
+
+
+def window_count(admin: Account, user: Account, control: str, index: int) -> int:
+    """How much of its `index`-th limit's window an account has used, now."""
+    return int(counters(admin, user, control)["limits"][index]["count"])
+
+
 class Homeserver:
     def __init__(
         self,

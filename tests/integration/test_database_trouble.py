@@ -6,7 +6,6 @@ not corrupted, and accounts already blocked stay blocked either way.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import quote
@@ -87,7 +86,7 @@ def test_on_error_decides_and_nothing_is_lost(server: Homeserver) -> None:
                 assert "cannot check this request right now" in response.json()["error"]
         # Whatever on_error says, a known block stays in force, and never a 500, even
         # after the per-second reload of the blocks has failed.
-        time.sleep(2)
+        wait_until(lambda: "cannot reload blocks" in server.output())
         locked = blocked.whoami()
         assert locked.status_code == 401
         assert locked.json()["errcode"] == "M_USER_LOCKED"
