@@ -480,6 +480,13 @@ class Homeserver:
                 self.process.wait()
         self.process = None
 
+    def kill(self) -> None:
+        """End Synapse as a crash would: SIGKILL, no shutdown of any kind."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+        self.process = None
+
     def restart(self) -> None:
         self.stop()
         self.start()

@@ -30,12 +30,13 @@ from synapse_tchap_guard.context import GuardContext
 from synapse_tchap_guard.controls import Control
 from synapse_tchap_guard.gates.counted import CountedGate
 from synapse_tchap_guard.gates.directory import DirectoryGate
-from synapse_tchap_guard.gates.exact import ExactGate
 from synapse_tchap_guard.gates.joins import JoinGate
 from synapse_tchap_guard.gates.media import MediaGate
 from synapse_tchap_guard.metrics import GuardMetrics
+from synapse_tchap_guard.pending_responses import PendingResponses
 from synapse_tchap_guard.readiness import Readiness
 from synapse_tchap_guard.request_gate import RequestGate
+from synapse_tchap_guard.shared_counts import SharedCounts
 from synapse_tchap_guard.step_up import StepUpResource
 from synapse_tchap_guard.store import GuardStore
 from synapse_tchap_guard.store.database import Database
@@ -49,6 +50,8 @@ RELOAD_BLOCKS_MS = 1000
 EXPIRE_BLOCKS_MS = 5000
 PRUNE_MS = 10 * 60 * 1000
 RETRY_START_MS = 5000
+# Shared counts outlive the longest window by this much (the slowest write behind).
+REDIS_MARGIN_MS = 60_000
 
 
 class TchapGuard:
@@ -78,17 +81,30 @@ class TchapGuard:
         )
         context.audit.listeners.append(metrics.observe)
 
+        redis = internals.redis_eval(api)
+        if redis is None and api.worker_name is not None:
+            raise ConfigError(
+                "synapse_tchap_guard counts across processes through Synapse's Redis,"
+                " and this worker has none: enable `redis` (workers need it anyway)."
+            )
+        self._redis = redis
+        self._responses = responses = PendingResponses()
+        internals.watch_responses(responses.on_finished)
+
         joins = Control(
-            "public_room_joins", "public room joins", config.public_room_joins
+            "public_room_joins",
+            "public room joins",
+            config.public_room_joins,
+            distinct=True,
         )
         media = Control("media_downloads", "media downloads", config.media_downloads)
-        self._controls = [joins, media]
-        media_gate = MediaGate(self._counted(media))
-        internals.watch_media_responses(media_gate.on_media_response)
+        self._controls: list[Control] = []
+        media_gate = MediaGate(self._counted(media), responses)
+        join_gate = JoinGate(context, self._counted(joins), responses)
         directory = self._directory(config.directory) if config.directory else None
 
         api.register_spam_checker_callbacks(
-            user_may_join_room=JoinGate(context, self._exact(joins)).user_may_join_room,
+            user_may_join_room=join_gate.user_may_join_room,
             check_login_for_spam=blocking.check_login_for_spam,
             check_username_for_spam=(
                 directory.check_username_for_spam if directory else None
@@ -105,15 +121,18 @@ class TchapGuard:
         )
         api.run_as_background_process("tchap_guard_start", self._start)
 
-    def _exact(self, control: Control) -> ExactGate:
-        return ExactGate(self._context, self._blocking, control)
-
     def _counted(self, control: Control) -> CountedGate:
-        """A gate counting in memory; its counts are written behind and start over
-        when an admin resets the account."""
-        gate = CountedGate(self._context, self._exact(control))
+        """The gate of a control: counted in memory (and, with workers, in Redis),
+        written behind, started over when an admin resets the account."""
+        shared = None
+        if self._redis is not None:
+            shared = SharedCounts(
+                self._redis, control.longest_window_ms + REDIS_MARGIN_MS
+            )
+        gate = CountedGate(self._context, self._blocking, control, shared)
+        self._controls.append(control)
         self._live_counts.append(gate.counts)
-        self._blocking.on_counters_reset.append(gate.counts.forget)
+        self._blocking.on_counters_reset.append(gate.counts.reset)
         return gate
 
     def _directory(self, directory: DirectoryConfig) -> DirectoryGate:
@@ -125,13 +144,12 @@ class TchapGuard:
         failures = Control(
             "failed_step_ups", "failed re-authentications", directory.failed_step_ups
         )
-        self._controls += [control, failures]
         gate = self._counted(control)
         assert directory.quota.step_up is not None
         self._api.register_web_resource(
             step_up.PATH,
             StepUpResource(
-                context, directory.quota.step_up, gate.counts, self._exact(failures)
+                context, directory.quota.step_up, gate.counts, self._counted(failures)
             ),
         )
         return DirectoryGate(gate, context.config.enforcing)

@@ -1,8 +1,9 @@
 """Every private Synapse internal the guard uses, and the start-up check that they exist.
 
 The public module API has no way to end an account's sessions, to know which request
-is being authenticated, to see the bytes of a media response, to re-authenticate a
-user, to pick a transaction's isolation level, or to tell the database engines apart.
+is being authenticated, to see how a response ended and what it sent, to
+re-authenticate a user, to pick a transaction's isolation level, to tell the database
+engines apart, or to share counts between processes through Synapse's Redis.
 Those few touches live here, and `check_internals` runs when the module loads so that
 a Synapse upgrade that moves them stops the homeserver at start-up with a clear
 message instead of failing on a user's request. The integration tests exercise each
@@ -12,11 +13,10 @@ of them on the pinned Synapse.
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeGuard, TypeVar
 
 import attr
-import synapse.media._base as media_base
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 from synapse.api.errors import InteractiveAuthIncompleteError
@@ -25,11 +25,16 @@ from synapse.logging.context import (
     PreserveLoggingContext,
     current_context,
 )
-from synapse.module_api import LoggingTransaction, ModuleApi, Requester, SynapseRequest
+from synapse.module_api import (
+    LoggingTransaction,
+    ModuleApi,
+    Requester,
+    SynapseRequest,
+    make_deferred_yieldable,
+)
 from synapse.storage.engines import PostgresEngine
 from synapse.storage.engines._base import IsolationLevel
-from twisted.internet import defer
-from twisted.web.server import Request
+from twisted.internet import defer, reactor
 
 from synapse_tchap_guard.audit import RequestInfo
 
@@ -54,29 +59,34 @@ def check_internals(api: ModuleApi) -> None:
             f"this is {version}: install a release of the module made for it"
         )
     lookups: dict[str, Callable[[], Any]] = {
-        "ModuleApi._device_handler.delete_all_devices_for_user": lambda: (
-            api._device_handler.delete_all_devices_for_user
+        "ModuleApi._device_handler.delete_devices": lambda: (
+            api._device_handler.delete_devices
         ),
-        "ModuleApi._auth_handler.delete_access_tokens_for_user": lambda: (
-            api._auth_handler.delete_access_tokens_for_user
-        ),
+        "ModuleApi._store.get_devices_by_user": lambda: api._store.get_devices_by_user,
         "ModuleApi._store.db_pool.runInteraction": lambda: (
             api._store.db_pool.runInteraction
         ),
         "ModuleApi._store.database_engine.module.Error": lambda: (
             api._store.database_engine.module.Error
         ),
-        "synapse.media._base.finish_request": lambda: (
-            media_base.finish_request  # type: ignore[attr-defined]
+        "SynapseRequest._finished_processing": lambda: (
+            SynapseRequest._finished_processing
         ),
         "SynapseRequest.get_request_id": lambda: SynapseRequest.get_request_id,
         "ModuleApi._auth_handler.validate_user_via_ui_auth": lambda: (
             api._auth_handler.validate_user_via_ui_auth
         ),
+        "ModuleApi._hs.get_outbound_redis_connection": lambda: (
+            api._hs.get_outbound_redis_connection
+        ),
     }
     missing = [name for name, lookup in lookups.items() if not _exists(lookup)]
     config = getattr(getattr(api, "_hs", None), "config", None)
-    for section, key in (("media", "enable_authenticated_media"), ("mas", "enabled")):
+    for section, key in (
+        ("media", "enable_authenticated_media"),
+        ("mas", "enabled"),
+        ("redis", "redis_enabled"),
+    ):
         if not hasattr(getattr(config, section, None), key):
             missing.append(f"ModuleApi._hs.config.{section}.{key}")
     fields = {field.name for field in attr.fields(ContextRequest)}
@@ -174,37 +184,43 @@ async def reauthenticate(
 # --- sessions --------------------------------------------------------------------
 
 
-async def end_all_sessions(api: ModuleApi, user_id: str) -> None:
-    """Log the account out everywhere, exactly as `POST /logout/all` does.
+async def sessions_of(api: ModuleApi, user_id: str) -> list[str]:
+    """The account's sessions (devices) now."""
+    devices: dict[str, Any] = await api._store.get_devices_by_user(user_id)
+    return list(devices)
+
+
+async def end_sessions(api: ModuleApi, user_id: str, devices: list[str]) -> None:
+    """Log these sessions of the account out, as `POST /logout/all` does for all:
+    their devices and access tokens deleted.
 
     `ModuleApi.invalidate_access_token` cannot serve: it needs every token, and it is
     broken on Synapse 1.163 (it calls `.get` on a Requester).
     """
-    await api._device_handler.delete_all_devices_for_user(user_id)
-    await api._auth_handler.delete_access_tokens_for_user(user_id)
+    await api._device_handler.delete_devices(user_id, devices)
 
 
-# --- media responses ---------------------------------------------------------------
+# --- responses ----------------------------------------------------------------------
 
-MediaFinished = Callable[[str, int, int], None]
+ResponseFinished = Callable[[str, int, int], None]
 
 
-def watch_media_responses(on_finished: MediaFinished) -> None:
-    """Call `on_finished(request_id, status, body_bytes)` after each media response.
+def watch_responses(on_finished: ResponseFinished) -> None:
+    """Call `on_finished(request_id, status, body_bytes)` once each response is over.
 
-    Synapse offers modules no hook on downloads. Every media body it writes (downloads
-    and thumbnails, local and remote, stored or generated) ends with
-    `synapse.media._base.finish_request`, looked up there at call time; wrapping it
-    gives the bytes really sent (`Request.sentLength`), after the client has them.
+    Synapse offers modules no hook after a response. Every HTTP request Synapse serves
+    ends in `SynapseRequest._finished_processing` (sent in full, or the client gone),
+    where the status and the bytes really sent are known: wrapping it tells the guard
+    whether what it counted was served (a join that failed, a download that did not
+    arrive give back what they were counted) and how many bytes a download sent.
     """
-    original = media_base.finish_request  # type: ignore[attr-defined]
+    original = SynapseRequest._finished_processing
 
-    def finish_request(request: Request) -> None:
+    def finished_processing(request: SynapseRequest) -> None:
         original(request)
-        if isinstance(request, SynapseRequest):
-            on_finished(request.get_request_id(), request.code, request.sentLength)
+        on_finished(request.get_request_id(), int(request.code), request.sentLength)
 
-    media_base.finish_request = finish_request  # type: ignore[attr-defined]
+    SynapseRequest._finished_processing = finished_processing  # type: ignore[method-assign,assignment]
 
 
 def authenticated_media_enabled(api: ModuleApi) -> bool:
@@ -258,6 +274,29 @@ def database_errors(api: ModuleApi) -> tuple[type[Exception], ...]:
     of the engine's driver (sqlite3 or psycopg2), as Synapse's own retries know it."""
     engine: Any = api._store.database_engine
     return (engine.module.Error,)
+
+
+# --- Redis ---------------------------------------------------------------------------
+
+REDIS_TIMEOUT_S = 1.0
+
+
+def redis_eval(
+    api: ModuleApi,
+) -> Callable[[str, Sequence[str], Sequence[str]], Awaitable[Any]] | None:
+    """Run a Lua script on Synapse's own Redis (the one workers replicate through),
+    or None when this homeserver has no Redis (one process: nothing to share)."""
+    if not api._hs.config.redis.redis_enabled:
+        return None
+    connection = api._hs.get_outbound_redis_connection()
+    clock: Any = reactor
+
+    async def run(script: str, keys: Sequence[str], args: Sequence[str]) -> Any:
+        deferred = connection.eval(script, list(keys), list(args))
+        deferred.addTimeout(REDIS_TIMEOUT_S, clock)
+        return await make_deferred_yieldable(deferred)
+
+    return run
 
 
 def is_postgres(txn: LoggingTransaction) -> bool:

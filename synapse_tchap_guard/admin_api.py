@@ -23,8 +23,8 @@ from synapse.module_api.errors import Codes, ConfigError, SynapseError
 
 from synapse_tchap_guard import _synapse_internals as internals
 from synapse_tchap_guard import policy
-from synapse_tchap_guard.audit import AuditEvent, format_timestamp
-from synapse_tchap_guard.blocks import Blocking, describe_block
+from synapse_tchap_guard.audit import AuditEvent, describe_block, format_timestamp
+from synapse_tchap_guard.blocks import Blocking
 from synapse_tchap_guard.config import is_user_id, parse_duration
 from synapse_tchap_guard.context import GuardContext
 from synapse_tchap_guard.controls import Control

@@ -17,6 +17,9 @@ from typing import Any
 
 import attr
 
+from synapse_tchap_guard.config import format_duration
+from synapse_tchap_guard.model import Block
+
 EVENTS_LOGGER = "synapse_tchap_guard.events"
 ECS_VERSION = "8.11.0"
 _RECORD_FIELD = "tchap_guard_ecs"
@@ -184,3 +187,28 @@ def encode_line(document: Mapping[str, Any]) -> str:
 def format_timestamp(ts_ms: int) -> str:
     moment = datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
+
+
+def describe_block(block: Block) -> dict[str, object]:
+    """A block as events and the admin API show it."""
+    described: dict[str, object] = {
+        "id": block.id,
+        "user_id": block.user_id,
+        "control": block.control,
+        "reason": block.reason,
+        "blocked_by": block.blocked_by,
+        "since": format_timestamp(block.since_ts),
+        "since_ms": block.since_ts,
+        "until": format_timestamp(block.until_ts) if block.until_ts else None,
+        "until_ms": block.until_ts,
+    }
+    if block.until_ts is not None:
+        described["duration"] = format_duration(block.until_ts - block.since_ts)
+    if block.ended_ts is not None:
+        described.update(
+            ended=format_timestamp(block.ended_ts),
+            ended_ms=block.ended_ts,
+            ended_by=block.ended_by,
+            end_reason=block.end_reason,
+        )
+    return described

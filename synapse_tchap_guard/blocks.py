@@ -11,17 +11,18 @@ cannot answer leaves the last known blocks in force.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Literal
 
 from synapse.module_api import NOT_SPAM
 
 from synapse_tchap_guard import _synapse_internals as internals
 from synapse_tchap_guard import responses
-from synapse_tchap_guard.audit import AuditEvent, RequestInfo, format_timestamp
-from synapse_tchap_guard.config import format_duration
+from synapse_tchap_guard.audit import AuditEvent, RequestInfo, describe_block
 from synapse_tchap_guard.context import GuardContext
-from synapse_tchap_guard.model import Block, NewBlock
+from synapse_tchap_guard.controls import Control
+from synapse_tchap_guard.model import AlreadyBlocked, Block, NewBlock
+from synapse_tchap_guard.policy import Decision, Verdict
 from synapse_tchap_guard.readiness import Readiness
 from synapse_tchap_guard.store import StoreUnavailable
 
@@ -83,35 +84,82 @@ class Blocking:
         self.loaded = loaded  # the blocks in force have been read once
         self._reload_failing = False
         # Called with an account whose counters an admin reset, for what counts in memory.
-        self.on_counters_reset: list[Callable[[str], None]] = []
+        self.on_counters_reset: list[Callable[[str], Awaitable[None]]] = []
 
-    def new_block(self, control: str, reason: str, now: int) -> NewBlock:
-        duration = self._context.config.blocking.duration_ms
-        return NewBlock(
-            control=control,
-            reason=reason,
+    async def escalate(
+        self,
+        user_id: str,
+        control: Control,
+        verdict: Verdict,
+        target: str | None,
+        request: RequestInfo | None,
+        details: Mapping[str, object],
+    ) -> None:
+        """The account crossed a control's block threshold: block it (raises the
+        client's error), or in monitor mode report that it would have been. Either
+        way its count towards the next block starts over."""
+        context = self._context
+        now = context.now()
+        mode = context.config.mode.value
+
+        def events(block: Block | None) -> Sequence[AuditEvent]:
+            return control.events(
+                user_id, target, verdict, block, now, request, mode, details
+            )
+
+        if verdict.decision is not Decision.BLOCK:  # would_block
+            await context.unless_store_fails(
+                control.name,
+                user_id,
+                request,
+                context.store.accounts.restart_escalation(user_id, now, events(None)),
+            )
+            context.emit(events(None))
+            return
+        duration = context.config.blocking.duration_ms
+        new = NewBlock(
+            control=control.name,
+            reason=control.block_reason(verdict),
             blocked_by=GUARD,
             until_ts=now + duration if duration else None,
         )
+        try:
+            block = await context.unless_store_fails(
+                control.name,
+                user_id,
+                request,
+                context.store.blocks.open(user_id, new, now, events, by_guard=True),
+            )
+        except AlreadyBlocked as blocked:  # by another process, a moment ago
+            self.registry.remember(blocked.block, now)
+            raise responses.account_blocked(blocked.block) from None
+        if block is None:
+            return  # the tables could not answer, and `on_error` lets it through
+        context.emit(events(block))
+        await self.enforce(block, request)
+        raise responses.account_blocked(block)
 
-    def enforce(self, block: Block, request: RequestInfo | None) -> None:
+    async def enforce(self, block: Block, request: RequestInfo | None) -> None:
         """Make a block just stored take effect here, and end the account's sessions.
 
-        Sessions end in the background: the caller may hold a room's membership lock,
-        and this process refuses the account from now on anyway.
+        The sessions are those the account has now: they end in the background (the
+        caller may hold a room's membership lock, and this process refuses the
+        account from now on anyway), and one opened after an admin lifted the block
+        is never among them.
         """
         self.registry.remember(block, self._context.now())
-        if self._context.config.blocking.end_sessions:
-            self._context.api.run_as_background_process(
-                "tchap_guard_end_sessions", self._end_sessions, block, request
-            )
+        if not self._context.config.blocking.end_sessions:
+            return
+        devices = await internals.sessions_of(self._context.api, block.user_id)
+        self._context.api.run_as_background_process(
+            "tchap_guard_end_sessions", self._end_sessions, block, devices, request
+        )
 
-    async def _end_sessions(self, block: Block, request: RequestInfo | None) -> None:
-        in_force = self.registry.in_force(block.user_id, self._context.now())
-        if in_force is None or in_force.id != block.id:
-            return  # lifted meanwhile: the sessions since are the owner's again
+    async def _end_sessions(
+        self, block: Block, devices: list[str], request: RequestInfo | None
+    ) -> None:
         try:
-            await internals.end_all_sessions(self._context.api, block.user_id)
+            await internals.end_sessions(self._context.api, block.user_id, devices)
         except Exception:
             logger.exception(
                 "tchap_guard could not end the sessions of %s", block.user_id
@@ -168,7 +216,7 @@ class Blocking:
 
         block = await context.store.blocks.open(user_id, new, now, events)
         context.emit(events(block))
-        self.enforce(block, request)
+        await self.enforce(block, request)
         return block
 
     async def unblock_by_admin(
@@ -196,8 +244,8 @@ class Blocking:
         if lifted is not None:
             # Stamped after the commit, so that a reload begun before it cannot undo it.
             self.registry.forget(user_id, context.now())
-            for forget_counts in self.on_counters_reset:
-                forget_counts(user_id)
+            for reset_counts in self.on_counters_reset:
+                await reset_counts(user_id)
             context.emit(events(lifted))
         return lifted
 
@@ -280,28 +328,3 @@ class Blocking:
             ]
         )
         raise responses.login_refused(block)
-
-
-def describe_block(block: Block) -> dict[str, object]:
-    """A block as events and the admin API show it."""
-    described: dict[str, object] = {
-        "id": block.id,
-        "user_id": block.user_id,
-        "control": block.control,
-        "reason": block.reason,
-        "blocked_by": block.blocked_by,
-        "since": format_timestamp(block.since_ts),
-        "since_ms": block.since_ts,
-        "until": format_timestamp(block.until_ts) if block.until_ts else None,
-        "until_ms": block.until_ts,
-    }
-    if block.until_ts is not None:
-        described["duration"] = format_duration(block.until_ts - block.since_ts)
-    if block.ended_ts is not None:
-        described.update(
-            ended=format_timestamp(block.ended_ts),
-            ended_ms=block.ended_ts,
-            ended_by=block.ended_by,
-            end_reason=block.end_reason,
-        )
-    return described

@@ -13,8 +13,12 @@ import attr
 from synapse.module_api.errors import SynapseError
 
 from synapse_tchap_guard import policy, responses
-from synapse_tchap_guard.audit import AuditEvent, RequestInfo, format_timestamp
-from synapse_tchap_guard.blocks import describe_block
+from synapse_tchap_guard.audit import (
+    AuditEvent,
+    RequestInfo,
+    describe_block,
+    format_timestamp,
+)
 from synapse_tchap_guard.config import format_duration
 from synapse_tchap_guard.model import Block
 from synapse_tchap_guard.policy import (

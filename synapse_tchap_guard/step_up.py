@@ -21,7 +21,7 @@ from synapse_tchap_guard import _synapse_internals as internals
 from synapse_tchap_guard.audit import AuditEvent, RequestInfo, format_timestamp
 from synapse_tchap_guard.config import format_duration
 from synapse_tchap_guard.context import STEP_UP_PATH, GuardContext
-from synapse_tchap_guard.gates.exact import ExactGate
+from synapse_tchap_guard.gates.counted import Charge, CountedGate
 from synapse_tchap_guard.live_counts import LiveCounts
 from synapse_tchap_guard.policy import StepUp
 
@@ -37,7 +37,7 @@ class StepUpResource(DirectServeJsonResource):
         context: GuardContext,
         step_up: StepUp,
         counts: LiveCounts,
-        failures: ExactGate,
+        failures: CountedGate,
     ) -> None:
         super().__init__()
         self._context = context
@@ -110,4 +110,5 @@ class StepUpResource(DirectServeJsonResource):
             ]
         )
         if self._failures.control.active:
-            await self._failures.count(user_id, None, info)  # raises once it blocks
+            request = internals.current_request()  # raises once it blocks:
+            await self._failures.admit(user_id, request, Charge(None))

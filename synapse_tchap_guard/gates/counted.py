@@ -1,9 +1,9 @@
-"""The one path of every control counted in memory: what a request costs, judged.
+"""The one path of every counted control: what a request costs, judged.
 
 A gate says what a request costs (`Charge`: so many units of its control, for a
 target); this path does the rest, the same for every control: load the account's
-counts, judge, apply the mode, record, and then let the request through, refuse it,
-or decide the block in the database (`ExactGate`), where every process agrees.
+counts, judge and record in one step (exact, see `live_counts`), apply the mode, then
+let the request through, refuse it, or block the account.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import attr
 from synapse.logging.context import ContextRequest
 
 from synapse_tchap_guard import _synapse_internals as internals
-from synapse_tchap_guard.audit import RequestInfo
+from synapse_tchap_guard.blocks import Blocking
 from synapse_tchap_guard.context import GuardContext
 from synapse_tchap_guard.controls import Control
-from synapse_tchap_guard.gates.exact import ExactGate
 from synapse_tchap_guard.live_counts import LiveAccount, LiveCounts
 from synapse_tchap_guard.model import Line
-from synapse_tchap_guard.policy import Decision
+from synapse_tchap_guard.policy import Decision, Verdict
+from synapse_tchap_guard.shared_counts import SharedCounts
 
 
 @attr.frozen
@@ -28,23 +28,30 @@ class Charge:
     """What one request costs a control."""
 
     target: str | None  # the room, the media, the person: what the SIEM sees
-    units: int = 1  # a download is one; a page of history, as many messages as it holds
+    units: int = 1  # a download is one; a page of history, as many messages as it asks
     details: Mapping[str, object] = attr.Factory(dict)  # for the SIEM
 
 
 class CountedGate:
-    def __init__(self, context: GuardContext, exact: ExactGate) -> None:
+    def __init__(
+        self,
+        context: GuardContext,
+        blocking: Blocking,
+        control: Control,
+        shared: SharedCounts | None = None,
+    ) -> None:
         self._context = context
-        self._exact = exact
-        self.control: Control = exact.control
+        self._blocking = blocking
+        self.control = control
         self.counts = LiveCounts(
-            self.control.name,
-            self.control.longest_window_ms,
+            control.name,
+            control.longest_window_ms,
             context.store,
             context.now,
             context.is_exempt,
             context.report_rejected,
-            distinct_targets=self.control.distinct,
+            distinct_targets=control.distinct,
+            shared=shared,
         )
 
     async def account(
@@ -71,105 +78,96 @@ class CountedGate:
         return account.counted_since(target, now - window)
 
     async def admit(
-        self,
-        user_id: str,
-        request: ContextRequest | None,
-        charge: Charge,
-        account: LiveAccount | None = None,
+        self, user_id: str, request: ContextRequest | None, charge: Charge
     ) -> Line | None:
         """Count a request; raise the client's error if it is refused.
 
         Returns the line counted, for its response to amend (`finish`), or None when
-        nothing was counted (exempt, already counted, or `on_error`).
+        nothing was counted (exempt, already counted, free, or `on_error`).
         """
         context = self._context
-        account = account or await self.account(user_id, request)
+        control = self.control
+        account = await self.account(user_id, request)
         if account is None or self.already_counted(account, charge.target):
             return None
-        now = context.now()
-        control = self.control
-        verdict = control.judge(
-            account.history, now, account.marks, context.config.enforcing
-        )
-        decision = verdict.decision
-        if decision is Decision.ALLOW:  # the common case: nothing to report
-            if not charge.units:
-                return None  # judged, and free (a search: its results count)
-            line = Line(
-                user_id, control.name, now, decision, charge.target, charge.units
+        verdicts: list[Verdict] = []
+
+        def decide(account: LiveAccount) -> Line | None:
+            now = context.now()
+            verdict = control.judge(
+                account.history, now, account.marks, context.config.enforcing
             )
-            self.counts.record(account, line)
+            verdicts.append(verdict)
+            if verdict.decision is Decision.ALLOW and not charge.units:
+                return None  # judged, and free (what it shows counts one by one)
+            return Line(
+                user_id,
+                control.name,
+                now,
+                verdict.decision,
+                charge.target,
+                charge.units,
+            )
+
+        line = await self.counts.count(user_id, account, decide)
+        verdict = verdicts[-1]
+        if verdict.decision is Decision.ALLOW:  # the common case: nothing to report
             return line
         info = internals.request_info(request)
-        if decision.escalates:
-            return await self._escalate(user_id, info, charge)
+        if verdict.decision.escalates:
+            await self.counts.flush()  # the database has every count of it
+            await self._blocking.escalate(
+                user_id, control, verdict, charge.target, info, charge.details
+            )
+            self.counts.forget(user_id)  # loaded afresh, with its new marks
+            return line  # would_block: served, and reported
         events = control.events(
             user_id,
             charge.target,
             verdict,
             None,
-            now,
+            context.now(),
             info,
             context.config.mode.value,
             charge.details,
         )
-        line = Line(user_id, control.name, now, decision, charge.target, charge.units)
-        self.counts.record(account, line, events)
         context.emit(events)
-        if decision is Decision.DENY:
+        self.counts.report(events)
+        if verdict.decision is Decision.DENY:
             # What decided a refusal is in the database before the client hears it.
             await self.counts.flush()
             raise control.refusal(verdict, context.step_up_url)
         return line  # would_deny: served, and reported
 
-    def would_allow(self, account: LiveAccount, target: str | None) -> bool:
-        """Whether one more unit would be allowed now (without counting anything)."""
-        if self.already_counted(account, target):
-            return True
-        verdict = self.control.judge(
-            account.history, self._context.now(), account.marks, enforcing=True
-        )
-        return verdict.decision is Decision.ALLOW
+    async def admit_if_allowed(
+        self, user_id: str, account: LiveAccount, charge: Charge
+    ) -> bool:
+        """Count what `charge` costs if the control allows it now; if not, count and
+        report nothing (for what a response leaves out rather than refuses)."""
+        context = self._context
+        allowed = False
 
-    def record_allowed(
-        self, account: LiveAccount, user_id: str, charge: Charge
-    ) -> None:
-        """Count a unit `would_allow` allowed (nothing to judge again, or report)."""
-        line = Line(
-            user_id,
-            self.control.name,
-            self._context.now(),
-            Decision.ALLOW,
-            charge.target,
-            charge.units,
-        )
-        self.counts.record(account, line)
+        def decide(account: LiveAccount) -> Line | None:
+            nonlocal allowed
+            if self.already_counted(account, charge.target):
+                allowed = True
+                return None
+            now = context.now()
+            verdict = self.control.judge(account.history, now, account.marks, True)
+            allowed = verdict.decision is Decision.ALLOW
+            if not allowed:
+                return None
+            return Line(
+                user_id,
+                self.control.name,
+                now,
+                Decision.ALLOW,
+                charge.target,
+                charge.units,
+            )
+
+        await self.counts.count(user_id, account, decide)
+        return allowed
 
     def finish(self, line: Line, ok: bool, sent: int) -> None:
         self.counts.finish(line, ok, sent)
-
-    async def _escalate(
-        self, user_id: str, request: RequestInfo | None, charge: Charge
-    ) -> Line | None:
-        """Decide the request that would block in the database, with every count in:
-        exact, whatever the other processes counted meanwhile."""
-        await self.counts.flush()
-        self.counts.forget(user_id)
-        now = self._context.now()
-        verdict = await self._exact.count(
-            user_id, charge.target, request, charge.units, charge.details
-        )
-        if verdict is None:
-            return None
-        # Served after all (a would_block in monitor mode, or counts changed since):
-        # its row is written, so what its response amends goes in rows of its own.
-        control = self.control.name
-        return Line(
-            user_id,
-            control,
-            now,
-            verdict.decision,
-            charge.target,
-            charge.units,
-            taken=True,
-        )

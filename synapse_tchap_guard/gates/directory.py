@@ -81,11 +81,10 @@ class DirectoryGate:
             return False
         gate = self._gate
         account = await gate.account(requester_id, internals.current_request())
-        if account is None or gate.already_counted(account, subject):
+        if account is None:
             return False
-        if not gate.would_allow(account, subject):
-            # Past the budget the rest of the page is not shown, and the next search
-            # is refused. Monitor mode shows it, uncounted, as enforce would not have.
-            return self._enforcing
-        gate.record_allowed(account, requester_id, Charge(subject))
-        return False
+        if await gate.admit_if_allowed(requester_id, account, Charge(subject)):
+            return False
+        # Past the budget the rest of the page is not shown, and the next search is
+        # refused. Monitor mode shows it, uncounted, as enforce would not have.
+        return self._enforcing

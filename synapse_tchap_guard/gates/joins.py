@@ -3,8 +3,9 @@
 A join counts when the room is public, or when this server is not in the room yet so
 its rules cannot be known (conservatively: a scraper joining rooms over federation
 must not go uncounted). Invited joins never count, nor do re-joins of a room the user
-is already in: Synapse re-sends a join to every room on each profile change. Joins
-are rare, so each is judged exactly, in the database (`ExactGate`).
+is already in: Synapse re-sends a join to every room on each profile change. A join
+Synapse fails after the guard let it through (a remote room that does not answer)
+gives back what it was counted.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from synapse.module_api import NOT_SPAM
 
 from synapse_tchap_guard import _synapse_internals as internals
 from synapse_tchap_guard.context import GuardContext
-from synapse_tchap_guard.gates.exact import ExactGate
+from synapse_tchap_guard.gates.counted import Charge, CountedGate
+from synapse_tchap_guard.pending_responses import PendingResponses
 
 _CREATE = ("m.room.create", "")
 _JOIN_RULES = ("m.room.join_rules", "")
@@ -23,10 +25,13 @@ _MEMBER = "m.room.member"
 
 
 class JoinGate:
-    def __init__(self, context: GuardContext, exact: ExactGate) -> None:
+    def __init__(
+        self, context: GuardContext, gate: CountedGate, responses: PendingResponses
+    ) -> None:
         self._context = context
-        self._exact = exact
-        self._active = exact.control.active
+        self._gate = gate
+        self._responses = responses
+        self._active = gate.control.active
 
     async def user_may_join_room(
         self, user_id: str, room_id: str, is_invited: bool
@@ -34,8 +39,10 @@ class JoinGate:
         if not self._active or is_invited:
             return NOT_SPAM
         if await self._join_counts(user_id, room_id):
-            request = internals.request_info(internals.current_request())
-            await self._exact.count(user_id, room_id, request)
+            request = internals.current_request()
+            line = await self._gate.admit(user_id, request, Charge(room_id))
+            if line is not None and request is not None:
+                self._responses.expect(request.request_id, self._gate, line)
         return NOT_SPAM
 
     async def _join_counts(self, user_id: str, room_id: str) -> bool:

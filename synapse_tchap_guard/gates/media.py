@@ -4,7 +4,7 @@ Synapse has no download hook for modules, so the count and the refusal happen wh
 the per-request check sees the URL, while Synapse authenticates the request: before
 any file is read or any remote server asked, so a refused download costs nothing.
 Once the response is sent, its bytes are added (as many as were really sent), or, if
-Synapse failed to serve it, the download is given back.
+Synapse failed to serve it, the download is given back (`pending_responses`).
 
 Only the client media API carries an account (`/_matrix/client/v1/media/download`
 and `.../thumbnail`, local and remote media alike). Federation requests (another
@@ -15,20 +15,17 @@ unauthenticated `/_matrix/media/v3/...` endpoints (see the README).
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from urllib.parse import unquote
 
 import attr
 from synapse.logging.context import ContextRequest
 
 from synapse_tchap_guard.gates.counted import Charge, CountedGate
-from synapse_tchap_guard.model import Line
+from synapse_tchap_guard.pending_responses import PendingResponses
 
 _MEDIA = re.compile(
     r"/_matrix/client/v1/media/(download|thumbnail)/([^/?#]+)/([^/?#]+)"
 )
-# Counted downloads whose response has not finished yet; a few seconds' worth.
-_PENDING_MAX = 10_000
 
 
 @attr.frozen
@@ -49,12 +46,11 @@ def download_of(request: ContextRequest) -> Download | None:
 
 
 class MediaGate:
-    def __init__(self, gate: CountedGate) -> None:
+    def __init__(self, gate: CountedGate, responses: PendingResponses) -> None:
         self._gate = gate
+        self._responses = responses
         self.counts = gate.counts
         self.active = gate.control.active
-        # request id -> the line its response amends (bytes sent, or a failure)
-        self._pending: OrderedDict[str, Line] = OrderedDict()
 
     async def check(
         self, user_id: str, request: ContextRequest, download: Download
@@ -62,13 +58,5 @@ class MediaGate:
         """Count a download or thumbnail, or refuse it (raises)."""
         charge = Charge(download.target, details={"media": download.kind})
         line = await self._gate.admit(user_id, request, charge)
-        if line is not None:
-            self._pending[request.request_id] = line
-            while len(self._pending) > _PENDING_MAX:
-                self._pending.popitem(last=False)
-
-    def on_media_response(self, request_id: str, status: int, sent: int) -> None:
-        """A counted download's response is sent: its bytes, or its failure."""
-        line = self._pending.pop(request_id, None)
-        if line is not None:
-            self._gate.finish(line, 200 <= status < 300, sent)
+        if line is not None:  # its response says what it sent, or that it failed
+            self._responses.expect(request.request_id, self._gate, line, sized=True)

@@ -9,14 +9,14 @@ write the database; logging happens after commit.
 from __future__ import annotations
 
 from synapse_tchap_guard.store.accounts import AccountStore
-from synapse_tchap_guard.store.attempts import AttemptStore, Recorded
+from synapse_tchap_guard.store.attempts import AttemptStore
 from synapse_tchap_guard.store.audit import AuditStore
 from synapse_tchap_guard.store.blocks import BlockStore
 from synapse_tchap_guard.store.database import Database, StoreUnavailable
 from synapse_tchap_guard.store.pruning import prune
 from synapse_tchap_guard.store.schema import prepare
 
-__all__ = ["GuardStore", "Recorded", "StoreUnavailable"]
+__all__ = ["GuardStore", "StoreUnavailable"]
 
 
 class GuardStore:

@@ -37,6 +37,19 @@ class AccountStore:
 
         await self._db.run("record_step_up", txn_func)
 
+    async def restart_escalation(
+        self, user_id: str, now: int, events: Sequence[AuditEvent]
+    ) -> None:
+        """The account crossed a block threshold in monitor mode: as after a block, its
+        count towards the next one starts over."""
+
+        def txn_func(txn: LoggingTransaction) -> None:
+            touch_account_txn(txn, user_id, now)
+            restart_escalation_txn(txn, user_id, now)
+            insert_events_txn(txn, self._db.node, events)
+
+        await self._db.run("restart_escalation", txn_func)
+
     async def marks_changed_since(self, since: int) -> set[str]:
         """Accounts whose marks changed (a reset, a step-up, a block) after `since`."""
 
@@ -59,6 +72,14 @@ def touch_account_txn(txn: LoggingTransaction, user_id: str, now: int) -> Accoun
         (user_id, now),
     )
     return AccountMarks(*map(int, one(txn)))
+
+
+def restart_escalation_txn(txn: LoggingTransaction, user_id: str, now: int) -> None:
+    txn.execute(
+        "UPDATE tchap_guard_accounts"
+        " SET escalation_reset_ts = ?, marks_changed_ts = ? WHERE user_id = ?",
+        (now, now, user_id),
+    )
 
 
 def marks_txn(txn: LoggingTransaction, user_id: str) -> AccountMarks:

@@ -9,7 +9,10 @@ from synapse.module_api import LoggingTransaction
 
 from synapse_tchap_guard.audit import AuditEvent
 from synapse_tchap_guard.model import AlreadyBlocked, Block, NewBlock
-from synapse_tchap_guard.store.accounts import touch_account_txn
+from synapse_tchap_guard.store.accounts import (
+    restart_escalation_txn,
+    touch_account_txn,
+)
 from synapse_tchap_guard.store.audit import insert_events_txn
 from synapse_tchap_guard.store.database import Database, one
 
@@ -39,9 +42,15 @@ class BlockStore:
         return await self._db.run("block_in_force", block_in_force_txn, user_id, now)
 
     async def open(
-        self, user_id: str, new: NewBlock, now: int, events: Events
+        self,
+        user_id: str,
+        new: NewBlock,
+        now: int,
+        events: Events,
+        by_guard: bool = False,
     ) -> Block:
-        """Block an account by hand; raises `AlreadyBlocked` if a block is in force."""
+        """Block an account; raises `AlreadyBlocked` if a block is in force. A block
+        the guard decides also restarts the account's count towards the next one."""
 
         def txn_func(txn: LoggingTransaction) -> Block:
             touch_account_txn(txn, user_id, now)
@@ -49,6 +58,8 @@ class BlockStore:
             if current is not None:
                 raise AlreadyBlocked(current)
             block = open_block_txn(txn, user_id, new, now)
+            if by_guard:
+                restart_escalation_txn(txn, user_id, now)
             insert_events_txn(txn, self._db.node, events(block))
             return block
 

@@ -59,14 +59,6 @@ class Database:
         except self._errors as error:
             raise StoreUnavailable(str(error)) from error
 
-    async def ping(self) -> None:
-        """Raises `StoreUnavailable` unless the database answers a trivial query."""
-        await self.run_now("ping", _select_one)
-
-
-def _select_one(txn: LoggingTransaction) -> None:
-    txn.execute("SELECT 1")
-
 
 def one(txn: LoggingTransaction) -> tuple[Any, ...]:
     """The row a statement is certain to return (an aggregate, a RETURNING clause)."""

@@ -59,10 +59,11 @@ def counted(admin: Account, user: Account) -> int:
 
 def test_on_error_decides_and_nothing_is_lost(server: Homeserver) -> None:
     on_error = server.guard_config["on_error"]
-    admin, owner, user = (
+    admin, owner, user, newcomer = (
         server.register(admin=True),
         server.register(),
         server.register(),
+        server.register(),  # nothing of it is in memory when the trouble starts
     )
     blocked = server.register()
     assert admin.post(
@@ -77,7 +78,7 @@ def test_on_error_decides_and_nothing_is_lost(server: Homeserver) -> None:
     assert counted(admin, user) == 2
 
     with tables_missing(server):
-        for response in (user.join(rooms[2]), user.download(mxc)):
+        for response in (newcomer.join(rooms[2]), newcomer.download(mxc)):
             if on_error == "allow":
                 assert response.status_code == 200, response.text
             else:
@@ -96,8 +97,9 @@ def test_on_error_decides_and_nothing_is_lost(server: Homeserver) -> None:
         # Counts already in memory go on being judged there, whatever on_error says;
         # they are written once the tables are back.
         assert downloader.download(mxc).status_code == 200
+        assert user.join(rooms[2]).status_code == 200
 
-    joining, downloading = server.events_about(user.user_id, "database_error")
+    joining, downloading = server.events_about(newcomer.user_id, "database_error")
     for trouble in (joining, downloading):
         assert trouble["event"]["outcome"] == "unknown"
         assert trouble["tchap_guard"]["on_error"] == on_error
@@ -107,9 +109,10 @@ def test_on_error_decides_and_nothing_is_lost(server: Homeserver) -> None:
     assert downloading["tchap_guard"]["control"] == "media_downloads"
     assert downloading["url"]["path"].startswith("/_matrix/client/v1/media/download/")
 
-    # The tables are back: the counters are what they were, and counting goes on.
-    assert counted(admin, user) == 2
-    assert user.join(rooms[3]).status_code == 200
+    # The tables are back: nothing counted meanwhile is lost, and counting goes on.
+    assert server.events_about(user.user_id, "database_error") == []
     assert counted(admin, user) == 3
+    assert user.join(rooms[3]).status_code == 200
+    assert counted(admin, user) == 4
     assert blocked.whoami().status_code == 401
     wait_until(lambda: downloads_counted(admin, downloader) == 2)

@@ -9,7 +9,14 @@ from urllib.parse import quote
 
 import pytest
 
-from harness.homeserver import ADMIN_API, Account, Homeserver, wait_until, window_count
+from harness.homeserver import (
+    ADMIN_API,
+    Account,
+    Homeserver,
+    counters,
+    wait_until,
+    window_count,
+)
 
 SHORT_S = 5
 JOINS = "public_room_joins"
@@ -150,16 +157,24 @@ def test_rejoins_sent_by_a_profile_change_are_not_counted(
     assert server.events_about(user.user_id, "deny") == []
 
 
-def test_a_room_this_server_is_not_in_counts(
+def test_a_room_this_server_is_not_in_counts_but_a_join_that_failed_gives_it_back(
     server: Homeserver, admin: Account
 ) -> None:
     user = server.register()
-    # The remote join itself fails (no federation here), but the attempt counts.
+    # A room this server is not in is judged like a public one; the remote join
+    # itself fails here (no federation), so it leaves the limits, but the attempt
+    # still counts towards a block.
     response = user.post(
         "/_matrix/client/v3/join/!unknown:remote.invalid?server_name=127.0.0.1:1"
     )
     assert response.status_code != 200
-    assert joins_counted(admin, user) == 1
+    standing = counters(admin, user, JOINS)
+    assert [limit["count"] for limit in standing["limits"]] == [0, 0]
+    assert standing["block_at"]["attempts"] == 1
+    (line,) = admin.get(f"{ADMIN_API}/accounts/{quote(user.user_id)}").json()[
+        "recent_actions"
+    ]
+    assert (line["decision"], line["served"]) == ("allow", 0)
 
 
 def test_exempt_users_and_server_admins_are_never_limited(

@@ -180,21 +180,21 @@ def test_a_row_the_database_refuses_is_dropped_and_reported_and_the_rest_written
     assert len(main.rejected) == 1
 
 
-def test_another_process_counts_are_reloaded_at_the_next_check(
+def test_an_account_whose_marks_changed_elsewhere_is_loaded_afresh(
     clock: task.Clock, main: Process
 ) -> None:
-    worker = Process(clock, shared_store(main.store, clock, "worker1"))
     main.count()
     assert main.served() == 1
-    worker.count()
-    worker.count()
-    run(worker.counts.sync())
+    now = now_ms(clock)
+    run(main.store.accounts.record_step_up(ALICE, now, now + HOUR_MS, []))
     main.count()  # not written yet when the reload comes
     run(main.counts.sync())  # too early to look for changes
-    assert main.served() == 2
+    assert not run(main.counts.account(ALICE)).marks.stepped_up(now)
     clock.advance(live_counts.CHECK_MS / 1000)
     run(main.counts.sync())
-    assert main.served() == 4
+    account = run(main.counts.account(ALICE))
+    assert account.marks.stepped_up(now_ms(clock))
+    assert account.history.served_after(0) == 2
 
 
 def test_an_account_left_idle_is_dropped_from_memory(

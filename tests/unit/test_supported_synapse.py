@@ -48,8 +48,8 @@ def test_a_synapse_without_an_internal_the_guard_needs_is_refused_by_name() -> N
         check_internals(WithoutHandlers())  # type: ignore[arg-type]
     message = str(caught.value)
     assert "cannot find these Synapse internals" in message
-    assert "ModuleApi._device_handler.delete_all_devices_for_user" in message
-    assert "ModuleApi._auth_handler.delete_access_tokens_for_user" in message
+    assert "ModuleApi._device_handler.delete_devices" in message
+    assert "ModuleApi._store.get_devices_by_user" in message
     assert "ModuleApi._store.db_pool.runInteraction" in message
 
 
