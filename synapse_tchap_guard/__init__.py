@@ -15,7 +15,7 @@ from synapse.module_api.errors import ConfigError
 from twisted.internet import defer, reactor
 
 from synapse_tchap_guard import _synapse_internals as internals
-from synapse_tchap_guard import live_counts, step_up
+from synapse_tchap_guard import exposure_settings, live_counts, step_up
 from synapse_tchap_guard.admin_api import PREFIX as ADMIN_PREFIX
 from synapse_tchap_guard.admin_api import AdminResource
 from synapse_tchap_guard.audit import AuditEvent, AuditLog
@@ -29,13 +29,15 @@ from synapse_tchap_guard.config import (
 from synapse_tchap_guard.context import GuardContext
 from synapse_tchap_guard.controls import Control
 from synapse_tchap_guard.gates.counted import CountedGate
-from synapse_tchap_guard.gates.directory import DirectoryGate
-from synapse_tchap_guard.gates.joins import JoinGate
+from synapse_tchap_guard.gates.history import HistoryGate
 from synapse_tchap_guard.gates.media import MediaGate
+from synapse_tchap_guard.gates.people import PeopleGate
+from synapse_tchap_guard.gates.rooms import RoomsGate
 from synapse_tchap_guard.metrics import GuardMetrics
 from synapse_tchap_guard.pending_responses import PendingResponses
 from synapse_tchap_guard.readiness import Readiness
 from synapse_tchap_guard.request_gate import RequestGate
+from synapse_tchap_guard.routes import Routes
 from synapse_tchap_guard.shared_counts import SharedCounts
 from synapse_tchap_guard.step_up import StepUpResource
 from synapse_tchap_guard.store import GuardStore
@@ -93,28 +95,34 @@ class TchapGuard:
 
         joins = Control(
             "public_room_joins",
-            "public room joins",
+            "public rooms reached",
             config.public_room_joins,
             distinct=True,
         )
         media = Control("media_downloads", "media downloads", config.media_downloads)
+        history = Control("message_history", "messages read", config.message_history)
         self._controls: list[Control] = []
         media_gate = MediaGate(self._counted(media), responses)
-        join_gate = JoinGate(context, self._counted(joins), responses)
-        directory = self._directory(config.directory) if config.directory else None
+        history_gate = HistoryGate(self._counted(history), responses)
+        people = self._people(config.directory) if config.directory else None
+        rooms = RoomsGate(context, self._counted(joins), people, responses)
+        self._client_routes = internals.client_routes()
+        routes = Routes(self._client_routes)
+        internals.check_routes(routes.servlets())
 
         api.register_spam_checker_callbacks(
-            user_may_join_room=join_gate.user_may_join_room,
+            user_may_join_room=rooms.user_may_join_room,
             check_login_for_spam=blocking.check_login_for_spam,
             check_username_for_spam=(
-                directory.check_username_for_spam if directory else None
+                people.check_username_for_spam if people else None
             ),
         )
         api.register_account_validity_callbacks(
             is_user_expired=RequestGate(
-                context, blocking, media_gate, directory
+                context, blocking, routes, media_gate, rooms, history_gate, people
             ).is_user_expired
         )
+        internals.watch_searches(api, history_gate.search)
         api.register_web_resource(
             ADMIN_PREFIX,
             AdminResource(context, blocking, self._controls, self._live_counts),
@@ -135,11 +143,11 @@ class TchapGuard:
         self._blocking.on_counters_reset.append(gate.counts.reset)
         return gate
 
-    def _directory(self, directory: DirectoryConfig) -> DirectoryGate:
-        """The directory gate, and the step-up endpoint that lifts its budget."""
+    def _people(self, directory: DirectoryConfig) -> PeopleGate:
+        """The people budget, and the step-up endpoint that lifts it."""
         context = self._context
         control = Control(
-            "directory", "directory lookups", directory.quota, distinct=True
+            "directory", "people discovered", directory.quota, distinct=True
         )
         failures = Control(
             "failed_step_ups", "failed re-authentications", directory.failed_step_ups
@@ -152,7 +160,7 @@ class TchapGuard:
                 context, directory.quota.step_up, gate.counts, self._counted(failures)
             ),
         )
-        return DirectoryGate(gate, context.config.enforcing)
+        return PeopleGate(context, gate)
 
     @staticmethod
     def parse_config(config: dict[str, Any]) -> GuardConfig:
@@ -170,7 +178,7 @@ class TchapGuard:
             api.delayed_background_call(RETRY_START_MS, self._start)
             return
         self._blocking.loaded.set_ready()
-        warnings = await self._unauthenticated_media_warnings()
+        warnings = await self._exposure_warnings()
         api.looping_background_call(
             self._blocking.reload, RELOAD_BLOCKS_MS, run_on_all_instances=True
         )
@@ -208,36 +216,25 @@ class TchapGuard:
 
         return self._api.run_as_background_process("tchap_guard_flush", flush_all)
 
-    async def _unauthenticated_media_warnings(self) -> list[str]:
-        """Media served without an account escapes the download quotas: say so."""
+    async def _exposure_warnings(self) -> list[str]:
+        """What Synapse serves without an account, where the guard cannot count it."""
         api = self._api
-        if not internals.authenticated_media_enabled(api):
-            warnings = [
-                "enable_authenticated_media is off: every media file is served without"
-                " an account on /_matrix/media/v3/download and /thumbnail, where the"
-                " guard cannot count downloads. Set enable_authenticated_media: true."
-            ]
-        elif api.should_run_background_tasks():
+        unauthenticated_media = None
+        if (
+            internals.authenticated_media_enabled(api)
+            and api.should_run_background_tasks()
+        ):
             try:
-                count = await internals.count_unauthenticated_media(api)
+                unauthenticated_media = await internals.count_unauthenticated_media(api)
             except Exception:
                 logger.exception("tchap_guard could not count unauthenticated media")
-                return []
-            warnings = (
-                [
-                    f"{count} media files predate authenticated media and are still served"
-                    " without an account on /_matrix/media/v3/download and /thumbnail,"
-                    " where the guard cannot count downloads: refuse those paths at the"
-                    " reverse proxy (see the README)."
-                ]
-                if count
-                else []
-            )
-        else:
-            return []
-        for warning in warnings:
+        settings = internals.exposure_settings(
+            api, self._client_routes, unauthenticated_media
+        )
+        found = exposure_settings.warnings(settings)
+        for warning in found:
             logger.warning("tchap_guard: %s", warning)
-        return warnings
+        return found
 
     async def _prune(self) -> None:
         """Delete rows no window or retention needs (at start-up, then every 10 min)."""

@@ -12,7 +12,11 @@ of them on the pinned Synapse.
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
+import inspect
+import pkgutil
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeGuard, TypeVar
 
@@ -20,6 +24,7 @@ import attr
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 from synapse.api.errors import InteractiveAuthIncompleteError
+from synapse.http.servlet import RestServlet
 from synapse.logging.context import (
     ContextRequest,
     PreserveLoggingContext,
@@ -63,6 +68,10 @@ def check_internals(api: ModuleApi) -> None:
             api._device_handler.delete_devices
         ),
         "ModuleApi._store.get_devices_by_user": lambda: api._store.get_devices_by_user,
+        "ModuleApi._store.get_rooms_for_user": lambda: api._store.get_rooms_for_user,
+        "ModuleApi._store.get_number_joined_users_in_room": lambda: (
+            api._store.get_number_joined_users_in_room
+        ),
         "ModuleApi._store.db_pool.runInteraction": lambda: (
             api._store.db_pool.runInteraction
         ),
@@ -79,6 +88,9 @@ def check_internals(api: ModuleApi) -> None:
         "ModuleApi._hs.get_outbound_redis_connection": lambda: (
             api._hs.get_outbound_redis_connection
         ),
+        "ModuleApi._hs.get_search_handler().search": lambda: (
+            api._hs.get_search_handler().search
+        ),
     }
     missing = [name for name, lookup in lookups.items() if not _exists(lookup)]
     config = getattr(getattr(api, "_hs", None), "config", None)
@@ -86,6 +98,10 @@ def check_internals(api: ModuleApi) -> None:
         ("media", "enable_authenticated_media"),
         ("mas", "enabled"),
         ("redis", "redis_enabled"),
+        ("server", "require_auth_for_profile_requests"),
+        ("server", "allow_public_rooms_without_auth"),
+        ("registration", "allow_guest_access"),
+        ("registration", "enable_registration"),
     ):
         if not hasattr(getattr(config, section, None), key):
             missing.append(f"ModuleApi._hs.config.{section}.{key}")
@@ -184,6 +200,20 @@ async def reauthenticate(
 # --- sessions --------------------------------------------------------------------
 
 
+async def joined_rooms(api: ModuleApi, user_id: str) -> frozenset[str]:
+    """The rooms the account is joined to (Synapse keeps them cached)."""
+    store: Any = api._store  # its cached methods confuse mypy
+    rooms: frozenset[str] = await store.get_rooms_for_user(user_id)
+    return rooms
+
+
+async def joined_member_count(api: ModuleApi, room_id: str) -> int:
+    """How many accounts a room has joined, as this server knows it (cached)."""
+    store: Any = api._store  # its cached methods confuse mypy
+    count: int = await store.get_number_joined_users_in_room(room_id)
+    return count
+
+
 async def sessions_of(api: ModuleApi, user_id: str) -> list[str]:
     """The account's sessions (devices) now."""
     devices: dict[str, Any] = await api._store.get_devices_by_user(user_id)
@@ -198,6 +228,95 @@ async def end_sessions(api: ModuleApi, user_id: str, devices: list[str]) -> None
     broken on Synapse 1.163 (it calls `.get` on a Requester).
     """
     await api._device_handler.delete_devices(user_id, devices)
+
+
+# --- client routes -------------------------------------------------------------------
+
+
+@attr.frozen
+class ClientRoute:
+    """A route of Synapse's client API, as one of its servlets registers it."""
+
+    method: str
+    pattern: re.Pattern[str]
+    servlet: str  # the servlet's class name
+
+
+class _Recorder:
+    """Stands in for Synapse's HTTP server while a servlet registers its routes."""
+
+    def __init__(self) -> None:
+        self.routes: list[ClientRoute] = []
+
+    def register_paths(
+        self, method: str, patterns: Any, callback: Any, servlet: str, *args: Any
+    ) -> None:
+        self.routes.extend(
+            ClientRoute(method, pattern, servlet) for pattern in patterns
+        )
+
+
+def client_routes() -> list[ClientRoute]:
+    """Every route of Synapse's client API, with the very patterns Synapse matches.
+
+    Each servlet class of `synapse.rest.client` registers its routes into a recorder
+    (without running its `__init__`, which needs a homeserver): the same code Synapse
+    runs at start-up, so every prefix it serves (`r0`, `v3`, `unstable`, `api/v1`,
+    `v1`, and whatever a newer release adds) is known. Routes switched on by
+    experimental settings in a servlet's `__init__` are not among them.
+    """
+    import synapse.rest.client as client
+
+    routes: list[ClientRoute] = []
+    for module_info in pkgutil.walk_packages(client.__path__, client.__name__ + "."):
+        module = importlib.import_module(module_info.name)
+        for servlet in vars(module).values():
+            if not (
+                inspect.isclass(servlet)
+                and issubclass(servlet, RestServlet)
+                and servlet.__module__ == module.__name__
+            ):
+                continue
+            recorder = _Recorder()
+            try:
+                servlet.register(object.__new__(servlet), recorder)
+            except Exception:
+                continue  # an abstract servlet (see `check_routes` for the ones needed)
+            routes += recorder.routes
+    return routes
+
+
+def check_routes(found: set[str]) -> None:
+    """Fail loudly, at start-up, if a servlet the guard counts is gone from Synapse."""
+    from synapse_tchap_guard.routes import SERVLETS
+
+    missing = sorted(set(SERVLETS) - found)
+    if missing:
+        raise UnsupportedSynapse(
+            "synapse_tchap_guard cannot find these Synapse client servlets, whose"
+            " requests it counts: " + ", ".join(missing)
+        )
+
+
+# --- searches ----------------------------------------------------------------------
+
+OnSearch = Callable[[str, Any], Awaitable[None]]
+
+
+def watch_searches(api: ModuleApi, on_search: OnSearch) -> None:
+    """Await `on_search(user_id, body)` before Synapse runs each `POST /search` (it
+    may raise the client's error). The size of a search is in its body, which the
+    per-request check cannot read; Synapse's search handler gets it parsed."""
+    handler = api._hs.get_search_handler()
+    original = handler.search
+
+    async def search(
+        requester: Requester, content: Any, batch: str | None = None
+    ) -> Any:
+        await on_search(requester.user.to_string(), content)
+        return await original(requester, content, batch)
+
+    handler.search = search  # type: ignore[method-assign]
 
 
 # --- responses ----------------------------------------------------------------------
@@ -226,6 +345,31 @@ def watch_responses(on_finished: ResponseFinished) -> None:
 def authenticated_media_enabled(api: ModuleApi) -> bool:
     """Whether new media is served only to requests that carry an account."""
     return bool(api._hs.config.media.enable_authenticated_media)
+
+
+def exposure_settings(
+    api: ModuleApi, routes: Sequence[ClientRoute], unauthenticated_media: int | None
+) -> Any:
+    """The settings that leave a route open without an account (`exposure_settings`)."""
+    from synapse_tchap_guard.exposure_settings import ExposureSettings
+
+    config = api._hs.config
+    # Newer releases serve room summaries (MSC3266) always, at a stable path, a token
+    # optional; older ones only behind an experimental setting.
+    summaries = any(
+        route.servlet == "RoomSummaryRestServlet"
+        and "room_summary" in route.pattern.pattern
+        for route in routes
+    ) or bool(getattr(config.experimental, "msc3266_enabled", False))
+    return ExposureSettings(
+        profiles_need_an_account=bool(config.server.require_auth_for_profile_requests),
+        public_rooms_need_an_account=not config.server.allow_public_rooms_without_auth,
+        guests_allowed=bool(config.registration.allow_guest_access),
+        open_registration=bool(config.registration.enable_registration),
+        room_summaries_open=summaries,
+        authenticated_media=authenticated_media_enabled(api),
+        unauthenticated_media_files=unauthenticated_media,
+    )
 
 
 async def count_unauthenticated_media(api: ModuleApi) -> int:

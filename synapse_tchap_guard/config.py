@@ -76,6 +76,15 @@ DEFAULT_MEDIA_DOWNLOADS = Quota(
 )
 
 
+# Element loads a room's history 50 messages a page, several pages to fill a screen;
+# the June 2026 attack read 643,000.
+DEFAULT_MESSAGE_HISTORY = Quota(
+    limits=(Limit(HOUR_MS, max=5000), Limit(DAY_MS, max=20000)),
+    block_at=Threshold(HOUR_MS, 300),
+    max_per_request=1000,  # Synapse's own cap on `/messages`
+)
+
+
 @attr.frozen
 class DirectoryConfig:
     """The directory's budget (a quota whose limits a step-up lifts, and whose
@@ -104,6 +113,7 @@ class GuardConfig:
     on_error: OnError = OnError.ALLOW
     public_room_joins: Quota = DEFAULT_PUBLIC_ROOM_JOINS
     media_downloads: Quota = DEFAULT_MEDIA_DOWNLOADS
+    message_history: Quota = DEFAULT_MESSAGE_HISTORY
     directory: DirectoryConfig | None = DEFAULT_DIRECTORY
     blocking: BlockingConfig = BlockingConfig()
     retention_ms: int = 90 * DAY_MS
@@ -129,6 +139,11 @@ def parse_config(raw: Any) -> GuardConfig:
             "media_downloads",
             _quota_parser(DEFAULT_MEDIA_DOWNLOADS, allow_bytes=True),
             DEFAULT_MEDIA_DOWNLOADS,
+        ),
+        message_history=top.get(
+            "message_history",
+            _quota_parser(DEFAULT_MESSAGE_HISTORY),
+            DEFAULT_MESSAGE_HISTORY,
         ),
         directory=top.get("directory", _parse_directory, _DEFAULT_DIRECTORY_OR_NONE),
         blocking=top.get("blocking", _parse_blocking, BlockingConfig()),
@@ -244,7 +259,8 @@ class _Section:
 def _quota_parser(
     default: Quota, allow_bytes: bool = False
 ) -> Callable[[Any, tuple[str, ...]], Quota]:
-    """A parser for one control's `limits` and `block_at`; absent keys keep `default`."""
+    """A parser for one control's `limits` and `block_at` (and `max_per_request`, for
+    a control whose default has one); absent keys keep `default`."""
 
     def parse(raw: Any, path: tuple[str, ...]) -> Quota:
         section = _Section(raw, path)
@@ -252,8 +268,13 @@ def _quota_parser(
             "limits", lambda v, p: _parse_limits(v, p, allow_bytes), default.limits
         )
         block_at = section.get("block_at", _parse_threshold, default.block_at)
+        max_per_request = default.max_per_request
+        if default.max_per_request is not None:
+            max_per_request = section.get(
+                "max_per_request", _positive_int, default.max_per_request
+            )
         section.reject_unknown()
-        return Quota(limits=limits, block_at=block_at)
+        return Quota(limits=limits, block_at=block_at, max_per_request=max_per_request)
 
     return parse
 
@@ -418,6 +439,7 @@ def describe(config: GuardConfig) -> dict[str, Any]:
         "on_error": config.on_error.value,
         "public_room_joins": describe_quota(config.public_room_joins),
         "media_downloads": describe_quota(config.media_downloads),
+        "message_history": describe_quota(config.message_history),
         "directory": describe_directory(config.directory),
         "blocking": {
             "duration": format_duration(config.blocking.duration_ms),
@@ -462,4 +484,10 @@ def describe_quota(quota: Quota) -> dict[str, Any]:
         if limit.max_bytes is not None:
             described["max_bytes"] = format_size(limit.max_bytes)
         limits.append(described)
-    return {"limits": limits, "block_at": _describe_threshold(quota.block_at)}
+    description: dict[str, Any] = {
+        "limits": limits,
+        "block_at": _describe_threshold(quota.block_at),
+    }
+    if quota.max_per_request is not None:
+        description["max_per_request"] = quota.max_per_request
+    return description

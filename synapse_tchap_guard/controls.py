@@ -50,10 +50,15 @@ class Control:
         return self.quota.active
 
     def judge(
-        self, history: History, now: int, marks: AccountMarks, enforcing: bool
+        self,
+        history: History,
+        now: int,
+        marks: AccountMarks,
+        enforcing: bool,
+        units: int = 1,
     ) -> Verdict:
         """The verdict on one more request at `now`, under the configured mode."""
-        return policy.evaluate(self.quota, history, now, marks).under(enforcing)
+        return policy.evaluate(self.quota, history, now, marks, units).under(enforcing)
 
     def window_for(self, marks: AccountMarks, now: int) -> int:
         """How far back a distinct target counts as already served."""

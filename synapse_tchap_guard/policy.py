@@ -58,11 +58,13 @@ class StepUp:
 @attr.frozen
 class Quota:
     """The rules of one control: the limits (or, after a step-up, the step-up's),
-    then the block threshold."""
+    then the block threshold. `max_per_request` refuses outright a single request
+    that weighs more (where the client chooses the weight, as a history `limit`)."""
 
     limits: tuple[Limit, ...] = ()
     block_at: Threshold | None = None
     step_up: StepUp | None = None
+    max_per_request: int | None = None
 
     @property
     def longest_window_ms(self) -> int:
@@ -271,7 +273,11 @@ class History:
 
 
 def evaluate(
-    quota: Quota, history: History, now: int, marks: AccountMarks = AccountMarks()
+    quota: Quota,
+    history: History,
+    now: int,
+    marks: AccountMarks = AccountMarks(),
+    units: int = 1,
 ) -> Verdict:
     """Judge one more request made at `now`, given the account's history.
 
@@ -291,10 +297,16 @@ def evaluate(
     stepped_up = marks.stepped_up(now)
     limits = quota.limits_for(stepped_up)
     full = [limit for limit in limits if _is_full(limit, history, now)]
-    if not full:
+    too_big = quota.max_per_request is not None and units > quota.max_per_request
+    if not full and not too_big:
         return ALLOW  # the common case, kept cheap: a few binary searches
-    # Several full windows: the longest wait is the one after which the request passes.
-    denial = max((_deny(limit, history, now) for limit in full), key=_wait)
+    if full:
+        # Several full windows: the longest wait is the one after which it passes.
+        denial = max((_deny(limit, history, now) for limit in full), key=_wait)
+    else:  # it would never pass as it is: asking less would
+        window = max((limit.window_ms for limit in limits), default=60_000)
+        rule = Limit(window, max=quota.max_per_request)
+        denial = Verdict(Decision.DENY, rule, Measure.ATTEMPTS, units, rule.window_ms)
     if quota.step_up is not None and not stepped_up:
         denial = attr.evolve(denial, step_up=True)
     if block_at is not None and block_at.counts is Counting.REFUSALS:

@@ -51,7 +51,7 @@ def step_up_required(
     window = format_duration(verdict.rule.window_ms)
     return SynapseError(
         401,
-        f"You have reached {verdict.rule_max} {label} in {window}."
+        f"You have reached the limit of {verdict.rule_max} {label} per {window}."
         f" To go on, confirm it is you: re-authenticate at {url} (or wait"
         f" {format_wait(verdict.retry_after_ms)}).",
         STEP_UP_ERRCODE,

@@ -95,7 +95,11 @@ class CountedGate:
         def decide(account: LiveAccount) -> Line | None:
             now = context.now()
             verdict = control.judge(
-                account.history, now, account.marks, context.config.enforcing
+                account.history,
+                now,
+                account.marks,
+                context.config.enforcing,
+                charge.units,
             )
             verdicts.append(verdict)
             if verdict.decision is Decision.ALLOW and not charge.units:

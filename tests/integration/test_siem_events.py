@@ -63,7 +63,8 @@ def test_a_throttled_then_blocked_scraper_as_the_siem_sees_it(
     assert deny_event["event"]["category"] == ["web"]
     assert deny_event["event"]["type"] == ["denied"]
     assert (
-        deny_event["event"]["reason"] == "limit of 1 public room joins per 1h reached"
+        deny_event["event"]["reason"]
+        == "limit of 1 public rooms reached per 1h reached"
     )
     assert deny_event["user"] == {"id": user.user_id}
     assert deny_event["source"] == {"ip": "127.0.0.1"}
@@ -84,7 +85,8 @@ def test_a_throttled_then_blocked_scraper_as_the_siem_sees_it(
     check_common(block_event, "block", "failure")
     assert block_event["event"]["category"] == ["iam", "session"]
     assert (
-        block_event["event"]["reason"] == "too many public room joins: 3 attempts in 1h"
+        block_event["event"]["reason"]
+        == "too many public rooms reached: 3 attempts in 1h"
     )
     assert block_event["user_agent"] == {"original": AGENT_AS_SEEN}
     guard = block_event["tchap_guard"]

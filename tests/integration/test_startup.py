@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from harness.homeserver import Homeserver
+from synapse_tchap_guard import exposure_settings
+from synapse_tchap_guard._synapse_internals import client_routes
 
 
 @pytest.mark.parametrize(
@@ -68,6 +70,14 @@ def test_an_empty_config_runs_with_the_documented_defaults(tmp_path: Path) -> No
                 ],
                 "block_at": {"window": "1h", "max": 3000},
             },
+            "message_history": {
+                "limits": [
+                    {"window": "1h", "max": 5000},
+                    {"window": "1d", "max": 20000},
+                ],
+                "block_at": {"window": "1h", "max": 300},
+                "max_per_request": 1000,
+            },
             "directory": {
                 "free": {"window": "1d", "max_profiles": 300},
                 "step_up_valid_for": "12h",
@@ -78,7 +88,11 @@ def test_an_empty_config_runs_with_the_documented_defaults(tmp_path: Path) -> No
             "blocking": {"duration": "1d", "end_sessions": True},
             "retention": "90d",
         }
-        assert started["tchap_guard"]["warnings"] == []
+        # What Synapse serves without an account despite the example's settings: room
+        # summaries, on the releases that always serve them.
+        assert started["tchap_guard"]["warnings"] == (
+            [ROOM_SUMMARIES_WARNING] if room_summaries_always_served() else []
+        )
         assert started["tchap_guard"]["synapse_version"] == version("matrix-synapse")
         assert started["service"]["node"]["name"] == "main"
         owner, user = server.register(), server.register()
@@ -108,6 +122,56 @@ def test_start_up_warns_about_media_served_without_an_account(tmp_path: Path) ->
         assert "refuse those paths at the reverse proxy" in server.output()
     finally:
         server.destroy()
+
+
+def test_start_up_warns_about_every_route_left_open_without_an_account(
+    tmp_path: Path,
+) -> None:
+    server = Homeserver(
+        tmp_path,
+        settings={
+            "require_auth_for_profile_requests": False,
+            "allow_public_rooms_without_auth": True,
+            "allow_guest_access": True,
+        },
+    )
+    try:
+        server.start()
+        warnings = started_warnings(server)
+        for setting in (
+            "require_auth_for_profile_requests is off",
+            "allow_public_rooms_without_auth is on",
+            "allow_guest_access is on",
+        ):
+            assert setting in warnings
+            assert setting in server.output()
+        # And the profile is indeed served to anyone.
+        person = server.register()
+        anyone = server.anonymous().get(f"/_matrix/client/v3/profile/{person.user_id}")
+        assert anyone.status_code == 200
+    finally:
+        server.destroy()
+
+
+ROOM_SUMMARIES_WARNING = exposure_settings.warnings(
+    exposure_settings.ExposureSettings(
+        profiles_need_an_account=True,
+        public_rooms_need_an_account=True,
+        guests_allowed=False,
+        open_registration=False,
+        room_summaries_open=True,
+        authenticated_media=True,
+        unauthenticated_media_files=0,
+    )
+)[0]
+
+
+def room_summaries_always_served() -> bool:
+    return any(
+        "room_summary" in route.pattern.pattern
+        for route in client_routes()
+        if route.servlet == "RoomSummaryRestServlet"
+    )
 
 
 def started_warnings(server: Homeserver) -> str:

@@ -13,6 +13,7 @@ from synapse_tchap_guard.config import (
     DAY_MS,
     DEFAULT_DIRECTORY,
     DEFAULT_MEDIA_DOWNLOADS,
+    DEFAULT_MESSAGE_HISTORY,
     DEFAULT_PUBLIC_ROOM_JOINS,
     HOUR_MS,
     BlockingConfig,
@@ -70,6 +71,11 @@ def test_the_example_homeserver_config_parses_to_what_it_says() -> None:
             ],
             "block_at": {"window": "1h", "max": 3000},
         },
+        "message_history": {
+            "limits": [{"window": "1h", "max": 5000}, {"window": "1d", "max": 20000}],
+            "block_at": {"window": "1h", "max": 300},
+            "max_per_request": 1000,
+        },
         "directory": {
             "free": {"window": "1d", "max_profiles": 300},
             "step_up_valid_for": "12h",
@@ -81,6 +87,7 @@ def test_the_example_homeserver_config_parses_to_what_it_says() -> None:
         "retention": "90d",
     }
     assert config.media_downloads == DEFAULT_MEDIA_DOWNLOADS
+    assert config.message_history == DEFAULT_MESSAGE_HISTORY
     assert config.directory == DEFAULT_DIRECTORY
 
 
