@@ -384,6 +384,13 @@ class Homeserver:
             ip_range_whitelist=["127.0.0.1"],
         )
 
+    @staticmethod
+    def example_guard() -> dict[str, Any]:
+        """The guard's config in example_homeserver.yaml."""
+        config = yaml.safe_load(EXAMPLE_CONFIG.read_text())
+        guard: dict[str, Any] = config["modules"][0]["config"]
+        return guard
+
     @property
     def guard_config(self) -> dict[str, Any]:
         config: dict[str, Any] = self.config["modules"][0]["config"]

@@ -100,9 +100,17 @@ class TchapGuard:
             distinct=True,
         )
         media = Control("media_downloads", "media downloads", config.media_downloads)
+        thumbnails = Control(
+            "small_thumbnails", "small thumbnails", config.small_thumbnails.quota
+        )
         history = Control("message_history", "messages read", config.message_history)
         self._controls: list[Control] = []
-        media_gate = MediaGate(self._counted(media), responses)
+        media_gate = MediaGate(
+            self._counted(media),
+            self._counted(thumbnails),
+            config.small_thumbnails.max_size,
+            responses,
+        )
         history_gate = HistoryGate(self._counted(history), responses)
         people = self._people(config.directory) if config.directory else None
         rooms = RoomsGate(context, self._counted(joins), people, responses)
@@ -113,10 +121,9 @@ class TchapGuard:
         api.register_spam_checker_callbacks(
             user_may_join_room=rooms.user_may_join_room,
             check_login_for_spam=blocking.check_login_for_spam,
-            check_username_for_spam=(
-                people.check_username_for_spam if people else None
-            ),
         )
+        if people is not None:
+            internals.watch_directory_searches(api, people.search_results)
         api.register_account_validity_callbacks(
             is_user_expired=RequestGate(
                 context, blocking, routes, media_gate, rooms, history_gate, people
@@ -160,7 +167,7 @@ class TchapGuard:
                 context, directory.quota.step_up, gate.counts, self._counted(failures)
             ),
         )
-        return PeopleGate(context, gate)
+        return PeopleGate(context, gate, directory, self._responses)
 
     @staticmethod
     def parse_config(config: dict[str, Any]) -> GuardConfig:

@@ -91,6 +91,9 @@ def check_internals(api: ModuleApi) -> None:
         "ModuleApi._hs.get_search_handler().search": lambda: (
             api._hs.get_search_handler().search
         ),
+        "ModuleApi._hs.get_user_directory_handler().search_users": lambda: (
+            api._hs.get_user_directory_handler().search_users
+        ),
     }
     missing = [name for name, lookup in lookups.items() if not _exists(lookup)]
     config = getattr(getattr(api, "_hs", None), "config", None)
@@ -317,6 +320,24 @@ def watch_searches(api: ModuleApi, on_search: OnSearch) -> None:
         return await original(requester, content, batch)
 
     handler.search = search  # type: ignore[method-assign]
+
+
+OnPeopleFound = Callable[[str, str, list[Any]], Awaitable[list[Any]]]
+
+
+def watch_directory_searches(api: ModuleApi, on_found: OnPeopleFound) -> None:
+    """Let `on_found(user_id, search_term, results)` choose which of a user directory
+    search's results are shown. The spam checker's per-result callback never sees the
+    term, nor the page as a whole; Synapse's directory handler has both."""
+    handler = api._hs.get_user_directory_handler()
+    original = handler.search_users
+
+    async def search_users(user_id: str, search_term: str, limit: int) -> Any:
+        results = await original(user_id, search_term, limit)
+        results["results"] = await on_found(user_id, search_term, results["results"])
+        return results
+
+    handler.search_users = search_users  # type: ignore[method-assign]
 
 
 # --- responses ----------------------------------------------------------------------

@@ -76,6 +76,28 @@ DEFAULT_MEDIA_DOWNLOADS = Quota(
 )
 
 
+@attr.frozen
+class SmallThumbnails:
+    """Thumbnails at most `max_size` pixels wide and high: the avatars a client loads
+    by the hundred. They have a quota of their own (refusing one makes Element fetch
+    the full picture instead); larger thumbnails count as downloads."""
+
+    max_size: int
+    quota: Quota
+
+
+DEFAULT_SMALL_THUMBNAILS = SmallThumbnails(
+    max_size=400,
+    quota=Quota(
+        limits=(
+            Limit(MINUTE_MS, max=1000),
+            Limit(HOUR_MS, max=5000),
+            Limit(DAY_MS, max=20000),
+        ),
+        block_at=Threshold(HOUR_MS, 10000),
+    ),
+)
+
 # Element loads a room's history 50 messages a page, several pages to fill a screen;
 # the June 2026 attack read 643,000.
 DEFAULT_MESSAGE_HISTORY = Quota(
@@ -87,17 +109,22 @@ DEFAULT_MESSAGE_HISTORY = Quota(
 
 @attr.frozen
 class DirectoryConfig:
-    """The directory's budget (a quota whose limits a step-up lifts, and whose
-    threshold counts refusals) and the threshold of failed step-ups."""
+    """The people budget (a quota whose limits a step-up lifts, and whose threshold
+    counts refusals), how much a directory search may show, and the threshold of
+    failed step-ups."""
 
     quota: Quota
     failed_step_ups: Quota
+    # A search shows people not discovered yet only from this many characters on,
+    min_search_length: int = 3
+    # and at most this many of them at once (a type-ahead shows its best matches).
+    new_people_per_search: int = 20
 
 
 DEFAULT_DIRECTORY = DirectoryConfig(
     quota=Quota(
-        limits=(Limit(DAY_MS, max=300),),
-        step_up=StepUp(12 * HOUR_MS, (Limit(DAY_MS, max=3000),)),
+        limits=(Limit(DAY_MS, max=3000),),
+        step_up=StepUp(12 * HOUR_MS, (Limit(DAY_MS, max=20000),)),
         block_at=Threshold(DAY_MS, 30, Counting.REFUSALS),
     ),
     failed_step_ups=Quota(block_at=Threshold(HOUR_MS, 5)),
@@ -114,6 +141,7 @@ class GuardConfig:
     public_room_joins: Quota = DEFAULT_PUBLIC_ROOM_JOINS
     media_downloads: Quota = DEFAULT_MEDIA_DOWNLOADS
     message_history: Quota = DEFAULT_MESSAGE_HISTORY
+    small_thumbnails: SmallThumbnails = DEFAULT_SMALL_THUMBNAILS
     directory: DirectoryConfig | None = DEFAULT_DIRECTORY
     blocking: BlockingConfig = BlockingConfig()
     retention_ms: int = 90 * DAY_MS
@@ -144,6 +172,9 @@ def parse_config(raw: Any) -> GuardConfig:
             "message_history",
             _quota_parser(DEFAULT_MESSAGE_HISTORY),
             DEFAULT_MESSAGE_HISTORY,
+        ),
+        small_thumbnails=top.get(
+            "small_thumbnails", _parse_small_thumbnails, DEFAULT_SMALL_THUMBNAILS
         ),
         directory=top.get("directory", _parse_directory, _DEFAULT_DIRECTORY_OR_NONE),
         blocking=top.get("blocking", _parse_blocking, BlockingConfig()),
@@ -264,19 +295,24 @@ def _quota_parser(
 
     def parse(raw: Any, path: tuple[str, ...]) -> Quota:
         section = _Section(raw, path)
-        limits = section.get(
-            "limits", lambda v, p: _parse_limits(v, p, allow_bytes), default.limits
-        )
-        block_at = section.get("block_at", _parse_threshold, default.block_at)
-        max_per_request = default.max_per_request
-        if default.max_per_request is not None:
-            max_per_request = section.get(
-                "max_per_request", _positive_int, default.max_per_request
-            )
+        quota = _read_quota(section, default, allow_bytes)
         section.reject_unknown()
-        return Quota(limits=limits, block_at=block_at, max_per_request=max_per_request)
+        return quota
 
     return parse
+
+
+def _read_quota(section: _Section, default: Quota, allow_bytes: bool = False) -> Quota:
+    limits = section.get(
+        "limits", lambda v, p: _parse_limits(v, p, allow_bytes), default.limits
+    )
+    block_at = section.get("block_at", _parse_threshold, default.block_at)
+    max_per_request = default.max_per_request
+    if default.max_per_request is not None:
+        max_per_request = section.get(
+            "max_per_request", _positive_int, default.max_per_request
+        )
+    return Quota(limits=limits, block_at=block_at, max_per_request=max_per_request)
 
 
 def _parse_limits(
@@ -335,6 +371,12 @@ def _parse_directory(raw: Any, path: tuple[str, ...]) -> DirectoryConfig | None:
         _parse_threshold,
         DEFAULT_DIRECTORY.failed_step_ups.block_at,
     )
+    min_length = section.get(
+        "min_search_length", _positive_int, DEFAULT_DIRECTORY.min_search_length
+    )
+    per_search = section.get(
+        "new_people_per_search", _positive_int, DEFAULT_DIRECTORY.new_people_per_search
+    )
     section.reject_unknown()
     if "free" in section.raw and section.raw["free"] is None:
         return None  # `free: null`: discovering the directory is not limited
@@ -354,6 +396,8 @@ def _parse_directory(raw: Any, path: tuple[str, ...]) -> DirectoryConfig | None:
             else None,
         ),
         failed_step_ups=Quota(block_at=failed),
+        min_search_length=min_length,
+        new_people_per_search=per_search,
     )
 
 
@@ -370,6 +414,15 @@ def _parse_budget(raw: Any, path: tuple[str, ...]) -> Limit | None:
             "needs a window and max_profiles, e.g. {window: 1d, max_profiles: 300}",
         )
     return Limit(window_ms=window, max=count)
+
+
+def _parse_small_thumbnails(raw: Any, path: tuple[str, ...]) -> SmallThumbnails:
+    section = _Section(raw, path)
+    default = DEFAULT_SMALL_THUMBNAILS
+    max_size = section.get("max_size", _positive_int, default.max_size)
+    quota = _read_quota(section, default.quota)
+    section.reject_unknown()
+    return SmallThumbnails(max_size, quota)
 
 
 def _parse_blocking(raw: Any, path: tuple[str, ...]) -> BlockingConfig:
@@ -440,6 +493,10 @@ def describe(config: GuardConfig) -> dict[str, Any]:
         "public_room_joins": describe_quota(config.public_room_joins),
         "media_downloads": describe_quota(config.media_downloads),
         "message_history": describe_quota(config.message_history),
+        "small_thumbnails": {
+            "max_size": config.small_thumbnails.max_size,
+            **describe_quota(config.small_thumbnails.quota),
+        },
         "directory": describe_directory(config.directory),
         "blocking": {
             "duration": format_duration(config.blocking.duration_ms),
@@ -466,6 +523,8 @@ def describe_directory(directory: DirectoryConfig | None) -> dict[str, Any] | No
         "failed_step_ups_block_at": _describe_threshold(
             directory.failed_step_ups.block_at
         ),
+        "min_search_length": directory.min_search_length,
+        "new_people_per_search": directory.new_people_per_search,
     }
 
 

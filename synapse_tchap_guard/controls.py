@@ -6,7 +6,7 @@ request, how it reports a decision to the SIEM, and how an account stands agains
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attr
@@ -56,9 +56,22 @@ class Control:
         marks: AccountMarks,
         enforcing: bool,
         units: int = 1,
+        repeat: bool = False,
     ) -> Verdict:
         """The verdict on one more request at `now`, under the configured mode."""
-        return policy.evaluate(self.quota, history, now, marks, units).under(enforcing)
+        verdict = policy.evaluate(self.quota, history, now, marks, units, repeat)
+        return verdict.under(enforcing)
+
+    def repeats(
+        self,
+        refused_since: Callable[[str | None, int], bool],
+        target: str | None,
+        now: int,
+    ) -> bool:
+        """Whether a request for `target` repeats a refusal still in the block
+        threshold's window (then it cannot count towards a block)."""
+        block_at = self.quota.block_at
+        return block_at is not None and refused_since(target, now - block_at.window_ms)
 
     def window_for(self, marks: AccountMarks, now: int) -> int:
         """How far back a distinct target counts as already served."""

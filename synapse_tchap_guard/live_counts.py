@@ -77,13 +77,20 @@ class LiveAccount:
     # For controls that count distinct targets: when each was last served.
     targets: dict[str, int] | None = None
     seen: int = 0  # with Redis: how many of the shared rows are in `history`
+    # When each target was last refused (a refusal of it again is a repeat).
+    refused: dict[str, int] = attr.Factory(dict)
 
     def counted_since(self, target: str, start: int) -> bool:
         """Whether `target` was served after `start` (it then does not count again)."""
         return self.targets is not None and self.targets.get(target, start) > start
 
+    def refused_since(self, target: str | None, start: int) -> bool:
+        return target is not None and self.refused.get(target, start) > start
+
     def add(self, record: Record, target: str | None) -> None:
         self.history.add(record)
+        if record.refused and target is not None:
+            self.refused[target] = max(record.ts, self.refused.get(target, 0))
         if self.targets is None or target is None:
             return
         if record.served > 0:

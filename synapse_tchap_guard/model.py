@@ -82,6 +82,8 @@ class Line:
     bytes: int = 0
     failed: bool = False
     taken: bool = False
+    # False for a refusal repeating one already counted (see `policy.evaluate`).
+    counts_towards_block: bool = True
 
     @property
     def served(self) -> int:
@@ -94,7 +96,7 @@ class Line:
             self.ts,
             self.decision.value,
             self.target,
-            1,
+            1 if self.counts_towards_block else 0,
             self.served,
             self.bytes,
         )

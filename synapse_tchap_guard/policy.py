@@ -278,43 +278,46 @@ def evaluate(
     now: int,
     marks: AccountMarks = AccountMarks(),
     units: int = 1,
+    repeat: bool = False,
 ) -> Verdict:
     """Judge one more request made at `now`, given the account's history.
 
-    A threshold counting attempts comes first: the request that brings the attempts in
-    its window (only those after the last block) to `max` blocks the account.
-    Otherwise a limit whose window is already full denies the request, with the delay
-    after which it would pass; a threshold counting refusals blocks on the refusal that
-    brings them to `max`. A request made exactly one window ago has just left it.
+    A limit whose window is already full denies the request, with the delay after
+    which it would pass; so does a request weighing more than `max_per_request`. The
+    request that brings the block threshold's count (only what came after the last
+    block) to `max` blocks the account: every request for a threshold counting
+    attempts, refused ones for one counting refusals. A `repeat` (the same target
+    already refused in the threshold's window: a client that retries what it does
+    not understand) is refused again but never counts towards a block. A request
+    made exactly one window ago has just left it.
     """
-    block_at = quota.block_at
-    if block_at is not None and block_at.counts is Counting.ATTEMPTS:
-        start = max(now - block_at.window_ms, marks.escalation_reset_ts)
-        attempts = 1 + history.attempts_after(start)
-        if attempts >= block_at.max:
-            return Verdict(Decision.BLOCK, block_at, Measure.ATTEMPTS, attempts)
-
     stepped_up = marks.stepped_up(now)
     limits = quota.limits_for(stepped_up)
     full = [limit for limit in limits if _is_full(limit, history, now)]
     too_big = quota.max_per_request is not None and units > quota.max_per_request
-    if not full and not too_big:
-        return ALLOW  # the common case, kept cheap: a few binary searches
+    denial = None
     if full:
         # Several full windows: the longest wait is the one after which it passes.
         denial = max((_deny(limit, history, now) for limit in full), key=_wait)
-    else:  # it would never pass as it is: asking less would
+        if quota.step_up is not None and not stepped_up:
+            denial = attr.evolve(denial, step_up=True)
+    elif too_big:  # it would never pass as it is: asking less would
         window = max((limit.window_ms for limit in limits), default=60_000)
         rule = Limit(window, max=quota.max_per_request)
-        denial = Verdict(Decision.DENY, rule, Measure.ATTEMPTS, units, rule.window_ms)
-    if quota.step_up is not None and not stepped_up:
-        denial = attr.evolve(denial, step_up=True)
-    if block_at is not None and block_at.counts is Counting.REFUSALS:
-        start = max(now - block_at.window_ms, marks.escalation_reset_ts)
+        denial = Verdict(Decision.DENY, rule, Measure.ATTEMPTS, units, window)
+    block_at = quota.block_at
+    if block_at is None or (denial is not None and repeat):
+        return denial or ALLOW
+    start = max(now - block_at.window_ms, marks.escalation_reset_ts)
+    if block_at.counts is Counting.ATTEMPTS:
+        attempts = 1 + history.attempts_after(start)
+        if attempts >= block_at.max:
+            return Verdict(Decision.BLOCK, block_at, Measure.ATTEMPTS, attempts)
+    elif denial is not None:
         refused = 1 + history.refused_after(start)
         if refused >= block_at.max:
             return Verdict(Decision.BLOCK, block_at, Measure.REFUSALS, refused)
-    return denial
+    return denial or ALLOW
 
 
 def _is_full(limit: Limit, history: History, now: int) -> bool:

@@ -22,8 +22,6 @@ from synapse_tchap_guard.gates.people import PeopleGate
 from synapse_tchap_guard.gates.rooms import RoomsGate
 from synapse_tchap_guard.routes import Reach, Request, Routes
 
-_MEMBER = "m.room.member"
-
 
 class RequestGate:
     def __init__(
@@ -71,8 +69,7 @@ class RequestGate:
         """Count what the request reveals, in every control concerned (raises)."""
         reach = route.reach
         if reach in (Reach.DOWNLOAD, Reach.THUMBNAIL):
-            if self._media.active:
-                await self._media.fetch(user_id, request, route)
+            await self._media.fetch(user_id, request, route)
             return
         people = self._people
         if reach is Reach.PROFILE:
@@ -84,18 +81,8 @@ class RequestGate:
             units = route.units * len(rooms)
             await self._history.read(user_id, request, None, units, route.servlet)
             return
-        peek = False
-        if route.room_id is not None:
-            peek = await self._rooms.read(user_id, request, route.room_id)
-        if people is not None and peek:
-            if reach is Reach.MEMBERS:
-                await people.room_members(user_id, request, route.room_id or "", "peek")
-            elif (
-                reach is Reach.STATE_EVENT
-                and route.event_type == _MEMBER
-                and route.user_id
-            ):
-                await people.profile(user_id, request, route.user_id)
+        if route.room_id is not None:  # a room read without a join is a room reached
+            await self._rooms.read(user_id, request, route.room_id)
         if reach in (Reach.HISTORY, Reach.EVENT) or (
             reach is Reach.MEMBERS and route.servlet == "RoomInitialSyncRestServlet"
         ):

@@ -17,13 +17,14 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import attr
 
 from harness.homeserver import Homeserver, wait_until
 from harness.replay.attacker import Haul, Scraper
 from harness.replay.colleagues import Day, day_at_work
-from harness.replay.report import Run, as_json, print_report
+from harness.replay.report import Run, as_json, print_calibration, print_report
 from harness.replay.seed import FIRST_NAMES, SURNAMES, Scale, Seeded, copy_server, seed
 
 # As on Tchap, where forums are listed in the public room directory (Synapse lets only
@@ -41,19 +42,37 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/replay", description=__doc__.split("\n\n")[0]
     )
+    parser.add_argument(
+        "--scale",
+        type=fraction,
+        help="seed a server shaped like the attacked one, at this fraction of it"
+        " (0.1: 7,300 people, 60 forums, 64,300 messages, 5,900 attachments)",
+    )
     for field in attr.fields(Scale):
         flag = "--" + field.name.replace("_", "-")
-        parser.add_argument(flag, type=positive, default=getattr(defaults, field.name))
+        parser.add_argument(
+            flag, type=positive, help=f"default {getattr(defaults, field.name)}"
+        )
     parser.add_argument(
         "--retries", type=at_least_zero, default=3, help="passes over what was refused"
     )
+    parser.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="also replay with tighter and looser limits than the example's, and"
+        " print the calibration table",
+    )
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args(argv)
-    scale = Scale(
-        **{field.name: getattr(args, field.name) for field in attr.fields(Scale)}
-    )
-    if scale.users < 2:
-        parser.error("--users: the hijacked account needs colleagues, so 2 or more")
+    base = Scale.of_breach(args.scale) if args.scale else defaults
+    given = {
+        field.name: getattr(args, field.name)
+        for field in attr.fields(Scale)
+        if getattr(args, field.name) is not None
+    }
+    scale = attr.evolve(base, **given)
+    if scale.users < scale.ordinary_users + 10:
+        parser.error("--users: the accounts must outnumber the ordinary users by 10")
 
     workdir = Path(tempfile.mkdtemp(prefix="tchap-guard-replay-"))
     started = time.monotonic()
@@ -74,13 +93,25 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         seeder.stop()
 
+    example = Homeserver.example_guard()
+    configurations: list[tuple[str, dict[str, Any] | None]] = [
+        ("without the guard", None),
+        ("with the guard", example),
+    ]
+    if args.calibrate:
+        configurations += [
+            ("limits x 1/2", scaled(example, 0.5)),
+            ("limits x 2", scaled(example, 2)),
+            ("limits x 4", scaled(example, 4)),
+        ]
     runs = []
-    for guarded in (False, True):
-        name = "with the guard" if guarded else "without the guard"
-        directory = workdir / ("guarded" if guarded else "unguarded")
+    for number, (name, guard) in enumerate(configurations):
+        directory = workdir / f"run{number}"
         copy_server(workdir / "seed", directory)
-        server = Homeserver(directory, settings=SETTINGS, metrics=guarded)
-        if not guarded:
+        server = Homeserver(
+            directory, guard=guard, settings=SETTINGS, metrics=guard is not None
+        )
+        if guard is None:
             server.config["modules"] = []
         progress(
             f"Replaying {name}: the hijacked account and {len(seeded.colleagues)} colleagues"
@@ -88,24 +119,47 @@ def main(argv: list[str] | None = None) -> int:
         server.start()
         try:
             haul, days = replay(server, seeded, args.retries)
-            metrics = server.metrics() if guarded else {}
+            metrics = server.metrics() if guard is not None else {}
         finally:
             server.stop()  # which also flushes the events file
         events = [e for e in server.events() if e["event"]["action"] != "started"]
-        runs.append(Run(haul, days, events, metrics))
+        runs.append(Run(name, haul, days, events, metrics))
         progress(
             f"  done: the attacker sent {haul.requests} requests in {haul.duration_s:.1f} s"
         )
 
-    without, with_ = runs
-    print_report(scale, seeded, without, with_)
-    print(f"\nBoth servers' files, logs and events stay in {workdir}")
+    print_report(seeded, runs[:2])
+    if args.calibrate:
+        print("\nCalibration: the same attack and day at work, under other limits")
+        print_calibration(seeded, runs[1:])
+    print(f"\nEvery server's files, logs and events stay in {workdir}")
     if args.json:
-        args.json.write_text(
-            json.dumps(as_json(scale, seeded, without, with_), indent=2)
-        )
+        args.json.write_text(json.dumps(as_json(scale, seeded, runs), indent=2))
         print(f"The report, as JSON: {args.json}")
     return 0
+
+
+def scaled(guard: dict[str, Any], factor: float) -> dict[str, Any]:
+    """The guard's config with every maximum (limits and thresholds) times `factor`."""
+
+    def walk(value: Any, key: str = "") -> Any:
+        if isinstance(value, dict):
+            return {k: walk(v, k) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(item) for item in value]
+        if key in ("max", "max_profiles") and isinstance(value, int):
+            return max(1, round(value * factor))
+        return value
+
+    scaled_guard: dict[str, Any] = walk(guard)
+    return scaled_guard
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, not {value}")
+    return value
 
 
 def background_updates_done(server: Homeserver) -> None:
@@ -129,7 +183,7 @@ def positive(text: str) -> int:
 def replay(server: Homeserver, seeded: Seeded, retries: int) -> tuple[Haul, list[Day]]:
     """The attack and a working day of ordinary users, at the same time."""
     dictionary = [*SURNAMES, *FIRST_NAMES]  # the names a scraper tries, one by one
-    scraper = Scraper(server, seeded.victim.localpart, dictionary, retries)
+    scraper = Scraper(server, seeded.victim.localpart, seeded, dictionary, retries)
     with ThreadPoolExecutor(1 + len(seeded.colleagues)) as pool:
         attack = pool.submit(scraper.run)
         days = [

@@ -1,82 +1,80 @@
-"""Ordinary users at work, at the same time as the attack: open the client, read their
-rooms, join a forum or two, look a colleague up, open a few attachments, reply.
-Any refusal they meet is a cost of the guard; the goal is none."""
+"""Ordinary users at work, at the same time as the attack: a compressed day of Element.
+
+Each opens Element afresh, reads their rooms, looks colleagues up as Element does it
+(every keystroke a search), explores the forums, previews one and joins one or two,
+scrolls back, opens threads and replies, searches messages, and writes. Whatever the
+guard refuses them is a cost of the guard; the goal is none.
+"""
 
 from __future__ import annotations
 
-import json
 import random
-from typing import Any
-from urllib.parse import quote
 
 import attr
-import requests
 
+from harness.element import Element, Usage
 from harness.homeserver import Homeserver
-from harness.replay.seed import Person, Seeded, account_of
-
-SYNC_FILTER = quote(json.dumps({"room": {"timeline": {"limit": 10}}}))
+from harness.replay.seed import FORUM_TOPICS, Person, Seeded, account_of
 
 
 @attr.define
 class Day:
-    """One ordinary user's requests, and any refused."""
+    """One ordinary user's day, as Element counted it."""
 
-    requests: int = 0
-    refused: list[str] = attr.Factory(list)
+    user_id: str
+    usage: Usage
+
+    @property
+    def requests(self) -> int:
+        return self.usage.requests
+
+    @property
+    def refused(self) -> list[str]:
+        return self.usage.refused
 
 
 def day_at_work(server: Homeserver, person: Person, seeded: Seeded, seed: int) -> Day:
     rng = random.Random(seed)
-    account = account_of(server, person)
-    day = Day()
-
-    def counted(response: requests.Response) -> requests.Response:
-        day.requests += 1
-        if not response.ok:
-            sent = response.request
-            path = (sent.path_url or "").split("?")[0]
-            day.refused.append(f"{sent.method} {path}: {response.status_code}")
-        return response
-
-    counted(account.get(f"/_matrix/client/v3/sync?timeout=0&filter={SYNC_FILTER}"))
-    rooms = list(seeded.rooms_of[person.user_id])
-    new_forums = [room for room in seeded.forums if room not in rooms]
-    for room in rng.sample(new_forums, min(len(new_forums), rng.choice((1, 2)))):
-        if counted(account.join(room)).ok:
-            rooms.append(room)
-    for room in rooms:
-        counted(
-            account.get(
-                f"/_matrix/client/v3/rooms/{quote(room)}/messages?dir=b&limit=30"
-            )
-        )
-
-    colleague = rng.choice(seeded.people)
-    found: list[dict[str, Any]] = []
-    for term in (colleague.name.split()[1], colleague.name):  # typed as in a client
-        response = counted(
-            account.post(
-                "/_matrix/client/v3/user_directory/search",
-                {"search_term": term, "limit": 10},
-            )
-        )
-        if response.ok:
-            found = response.json()["results"] or found
-    if found:
-        counted(account.get(f"/_matrix/client/v3/profile/{quote(found[0]['user_id'])}"))
-
-    attachments = [mxc for room in rooms for mxc in seeded.attachments.get(room, ())]
-    images = [mxc for mxc in attachments if mxc in seeded.images]
-    for mxc in rng.sample(images, min(3, len(images))):  # shown in the timeline
-        counted(account.thumbnail(mxc, size=96))
-    for mxc in rng.sample(attachments, min(2, len(attachments))):  # clicked
-        counted(account.download(mxc))
-
-    counted(
-        account.put(
-            f"/_matrix/client/v3/rooms/{quote(rooms[-1])}/send/m.room.message/reply{seed}",
-            {"msgtype": "m.text", "body": "Merci, bien reçu."},
-        )
+    element = Element(
+        account_of(server, person), rng, device_pixel_ratio=rng.choice((1, 2, 2, 3))
     )
-    return day
+    element.log_in_and_sync()
+    element.room_list_avatars()
+
+    rooms = list(seeded.rooms_of[person.user_id])
+    for room in rooms:
+        element.open_room(room)
+
+    names = [other.name for other in rng.sample(seeded.people, 24)]
+    for name in names[:4]:  # looking colleagues up
+        element.spotlight(name)
+    for name in names[4:14]:  # inviting people to a meeting room
+        element.invite_dialog(name)
+
+    # A minute in Explore: a forum or two found, one previewed, one or two joined.
+    topic = rng.choice(FORUM_TOPICS)
+    found = [
+        room for room in element.explore(topic.split()[0].lower()) if room not in rooms
+    ]
+    if found:
+        element.preview(found[0])
+    for room in found[: rng.choice((1, 2))]:
+        if element.join(room):
+            rooms.append(room)
+            element.open_room(room)
+
+    for room in rng.sample(rooms, min(2, len(rooms))):  # catching up
+        events = element.scroll_up(room, pages=3)
+        replies = [e["event_id"] for e in events if e.get("type") == "m.room.message"]
+        for event_id in replies[:2]:
+            element.open_reply(room, event_id)
+    element.open_threads(rooms[0])
+    element.search_messages(rooms[0], "réunion")
+    for other in rng.sample(seeded.people, 3):
+        element.user_info(other.user_id)
+
+    for name in names[14:]:  # later that day
+        element.spotlight(name)
+    for room in rooms[-2:]:
+        element.send(room, "Merci, bien reçu.")
+    return Day(person.user_id, element.usage)

@@ -1,8 +1,8 @@
-"""The replay's report: side by side for a reader, as JSON for a script."""
+"""The replay's report: route by route, side by side for a reader, as JSON for a script."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attr
@@ -17,6 +17,7 @@ from harness.replay.seed import Scale, Seeded
 class Run:
     """One run of both workloads against one server."""
 
+    name: str
     haul: Haul
     days: list[Day]
     events: list[dict[str, Any]]  # what the SIEM received
@@ -30,6 +31,31 @@ class Run:
     def ordinary_refusals(self) -> list[str]:
         return [refusal for day in self.days for refusal in day.refused]
 
+    def ordinary_blocked(self) -> int:
+        colleagues = {day.user_id for day in self.days}
+        return len(
+            {
+                event["user"]["id"]
+                for event in self.events
+                if event["event"]["action"] == "block"
+                and event.get("user", {}).get("id") in colleagues
+            }
+        )
+
+    def ordinary_searches_left_short(self) -> int:
+        """Searches of the ordinary users that left someone out (past a budget)."""
+        colleagues = {day.user_id for day in self.days}
+        return sum(
+            1
+            for event in self.events
+            if event.get("tchap_guard", {}).get("withheld")
+            and event.get("user", {}).get("id") in colleagues
+        )
+
+
+def share(part: int, whole: int) -> str:
+    return f"{part} of {whole} ({100 * part / whole:.0f}%)" if whole else str(part)
+
 
 def megabytes(size: int) -> str:
     return f"{size / 1_000_000:.1f} MB"
@@ -39,78 +65,146 @@ def seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} s"
 
 
-def print_report(scale: Scale, seeded: Seeded, without: Run, with_: Run) -> None:
-    total_media = sum(len(media) for media in seeded.attachments.values())
-    rows: list[tuple[str, Callable[[Run], str]]] = [
+Row = tuple[str, Callable[[Run], str]]
+
+
+def attacker_rows(seeded: Seeded) -> list[Row]:
+    people = len(seeded.people) - 1
+    routes = sorted({route for route in ROOM_ROUTES})
+
+    def rooms(route: str) -> Callable[[Run], str]:
+        return lambda r: str(len(r.haul.rooms.get(route, ())))
+
+    def of(kind: str, route: str) -> Callable[[Run], str]:
+        return lambda r: str(len(getattr(r.haul, kind).get(route, ())))
+
+    reachable = seeded.public_rooms - len(seeded.victim_rooms)
+    rows: list[Row] = [
         (
-            "public rooms joined",
-            lambda r: f"{len(r.haul.rooms_joined)} of {scale.forums}",
-        ),
-        ("messages read", lambda r: str(r.haul.messages)),
+            "public rooms reached",
+            lambda r: share(len(r.haul.every_room()), reachable),
+        )
+    ]
+    rows += [(f"  {route}", rooms(route)) for route in routes]
+    rows.append(("people learned", lambda r: share(len(r.haul.everyone()), people)))
+    rows += [(f"  by {route}", of("people", route)) for route in PEOPLE_ROUTES]
+    rows.append(
+        (
+            "messages read",
+            lambda r: share(len(r.haul.every_message()), seeded.total_messages),
+        )
+    )
+    rows += [(f"  by {route}", of("messages", route)) for route in MESSAGE_ROUTES]
+    rows += [
         (
             "attachments downloaded",
-            lambda r: f"{len(r.haul.media_files)} of {total_media}",
+            lambda r: share(len(r.haul.media_files), seeded.total_media),
         ),
         ("bytes downloaded", lambda r: megabytes(r.haul.media_bytes)),
-        (
-            "people enumerated (directory)",
-            lambda r: f"{len(r.haul.people)} of {scale.users - 1}",
-        ),
         ("requests sent", lambda r: str(r.haul.requests)),
         ("requests refused", lambda r: str(sum(r.haul.refusals.values()))),
         ("first refusal after", lambda r: seconds(r.haul.first_refusal_s)),
         ("blocked after", lambda r: seconds(r.haul.blocked_s)),
         ("ran for", lambda r: seconds(r.haul.duration_s)),
     ]
-    print(f"\n{'':34}{'without the guard':>20}{'with the guard':>20}")
-    print(f"The hijacked account ({seeded.victim.user_id})")
+    return rows
+
+
+ROOM_ROUTES = ("joined", "joined through the space", "read without joining")
+PEOPLE_ROUTES = ("directory", "member lists", "message authors", "profiles")
+MESSAGE_ROUTES = ("history (/messages)", "around events (/context)", "full-text search")
+
+ORDINARY_ROWS: list[Row] = [
+    ("requests sent", lambda r: str(r.ordinary_requests)),
+    ("requests refused", lambda r: str(len(r.ordinary_refusals))),
+    ("accounts blocked", lambda r: str(r.ordinary_blocked())),
+    ("searches that left people out", lambda r: str(r.ordinary_searches_left_short())),
+]
+
+
+def print_table(title: str, rows: Sequence[Row], runs: Sequence[Run]) -> None:
+    print(title)
     for label, cell in rows:
-        print(f"  {label:<32}{cell(without):>20}{cell(with_):>20}")
-    print(f"Ordinary users ({len(seeded.colleagues)}, working at the same time)")
-    ordinary_rows: list[tuple[str, Callable[[Run], str]]] = [
-        ("requests sent", lambda r: str(r.ordinary_requests)),
-        ("requests refused", lambda r: str(len(r.ordinary_refusals))),
-    ]
-    for label, ordinary in ordinary_rows:
-        print(f"  {label:<32}{ordinary(without):>20}{ordinary(with_):>20}")
-    for refusal in with_.ordinary_refusals:
+        print(f"  {label:<32}" + "".join(f"{cell(run):>22}" for run in runs))
+
+
+def print_report(seeded: Seeded, runs: Sequence[Run]) -> None:
+    guarded = runs[-1]
+    print(f"\n{'':34}" + "".join(f"{run.name:>22}" for run in runs))
+    print_table(
+        f"The hijacked account ({seeded.victim.user_id})", attacker_rows(seeded), runs
+    )
+    print_table(
+        f"Ordinary users ({len(seeded.colleagues)} on Element, working at the same time)",
+        ORDINARY_ROWS,
+        runs,
+    )
+    for refusal in guarded.ordinary_refusals:
         print(f"    refused with the guard: {refusal}")
 
     print("\nWhat the hijacked account was told, with the guard:")
-    for what, count in with_.haul.refusals.most_common():
+    for what, count in guarded.haul.refusals.most_common():
         print(f"  {count:>5} x {what}")
 
     print("\nWhat the SIEM received, with the guard (tchap_guard_events.log):")
-    print_event_runs(with_.events, action_width=17)
+    print_event_runs(guarded.events, action_width=17)
 
     print("\nWhat Prometheus scraped from Synapse's metrics endpoint, with the guard:")
-    for series, value in sorted(with_.metrics.items()):
+    for series, value in sorted(guarded.metrics.items()):
         if value:
             print(f"  {series} {value:g}")
 
 
-def as_json(scale: Scale, seeded: Seeded, without: Run, with_: Run) -> dict[str, Any]:
+def print_calibration(seeded: Seeded, runs: Sequence[Run]) -> None:
+    """One line per configuration: what the attacker got, what Element users met."""
+    people = len(seeded.people) - 1
+    reachable = seeded.public_rooms - len(seeded.victim_rooms)
+    print(
+        "\n| configuration | rooms reached | people learned | messages read |"
+        " attachments | Element users refused | blocked | searches left short |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for run in runs:
+        haul = run.haul
+        print(
+            f"| {run.name} | {share(len(haul.every_room()), reachable)}"
+            f" | {share(len(haul.everyone()), people)}"
+            f" | {share(len(haul.every_message()), seeded.total_messages)}"
+            f" | {share(len(haul.media_files), seeded.total_media)}"
+            f" | {len(run.ordinary_refusals)} | {run.ordinary_blocked()}"
+            f" | {run.ordinary_searches_left_short()} |"
+        )
+
+
+def as_json(scale: Scale, seeded: Seeded, runs: Sequence[Run]) -> dict[str, Any]:
     def run(result: Run) -> dict[str, Any]:
         return {
+            "name": result.name,
             "attacker": result.haul.as_json(),
             "ordinary_users": {
                 "users": len(result.days),
                 "requests": result.ordinary_requests,
                 "refused": len(result.ordinary_refusals),
                 "refusals": result.ordinary_refusals,
+                "blocked": result.ordinary_blocked(),
+                "searches_left_short": result.ordinary_searches_left_short(),
+                "searches": sum(day.usage.searches for day in result.days),
+                "thumbnails": sum(day.usage.thumbnails for day in result.days),
             },
+            "siem_events": result.events,
+            "metrics": result.metrics,
         }
 
     return {
         "scale": attr.asdict(scale),
         "server": {
-            "attachments": sum(len(media) for media in seeded.attachments.values()),
+            "people": len(seeded.people),
+            "public_rooms": seeded.public_rooms,
+            "public_rooms_the_account_was_in": len(seeded.victim_rooms),
+            "largest_room": max(seeded.members.values()),
+            "messages": seeded.total_messages,
+            "attachments": seeded.total_media,
             "attachment_bytes": seeded.media_bytes,
         },
-        "without_guard": run(without),
-        "with_guard": {
-            **run(with_),
-            "siem_events": with_.events,
-            "metrics": with_.metrics,
-        },
+        "runs": [run(result) for result in runs],
     }

@@ -5,7 +5,6 @@ runs with and without the guard face the very same server."""
 from __future__ import annotations
 
 import itertools
-import os
 import random
 import shutil
 import unicodedata
@@ -129,6 +128,15 @@ SENTENCES = (
 )
 
 IMAGE_EVERY = 3  # one attachment in three is an image, the rest documents
+# The attacked homeserver, June 2026: what one account pulled out of it.
+BREACH = {"users": 73_000, "forums": 600, "messages": 643_000, "media": 59_000}
+# Forum sizes follow a heavy tail: the n-th largest has 1/n^TAIL of the largest, which
+# holds BIGGEST of everyone; a few forums hold most members and messages.
+TAIL = 0.9
+BIGGEST = 0.35
+READABLE_EVERY = 3  # one forum in three is readable by anyone (peekable)
+SPACE_ROOMS = 4  # rooms of the ministry's public space, open to its members
+SPACE_MESSAGES = 5  # in each of them
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -138,10 +146,37 @@ R = TypeVar("R")
 class Scale:
     users: int = 1000
     forums: int = 40
-    messages: int = 30  # text messages per forum
-    media: int = 14  # attachments per forum (images and documents)
+    messages: int = 3000  # text messages, over all forums, by their size
+    media: int = 560  # attachments (images and documents), likewise
     private_rooms: int = 10
     ordinary_users: int = 20
+
+    @classmethod
+    def of_breach(cls, fraction: float, ordinary_users: int = 20) -> Scale:
+        """The attacked homeserver at `fraction` of its size (0.1: 7,300 people)."""
+        return cls(
+            users=max(50, round(BREACH["users"] * fraction)),
+            forums=max(4, round(BREACH["forums"] * fraction)),
+            messages=max(100, round(BREACH["messages"] * fraction)),
+            media=max(20, round(BREACH["media"] * fraction)),
+            private_rooms=max(4, round(100 * fraction)),
+            ordinary_users=ordinary_users,
+        )
+
+
+def forum_sizes(people: int, forums: int) -> list[int]:
+    """How many members each forum has, largest first."""
+    return [
+        max(3, round(people * BIGGEST / rank**TAIL)) for rank in range(1, forums + 1)
+    ]
+
+
+def shares(total: int, weights: Sequence[int]) -> list[int]:
+    """`total` split in proportion to `weights` (the largest rounding up)."""
+    whole = sum(weights)
+    split = [total * weight // whole for weight in weights]
+    split[0] += total - sum(split)
+    return split
 
 
 @attr.frozen
@@ -157,13 +192,31 @@ class Seeded:
     """What the runs need to know of the seeded server."""
 
     people: tuple[Person, ...]
-    forums: tuple[str, ...]
+    forums: tuple[str, ...]  # largest first
+    readable: frozenset[str]  # forums anyone may read without joining
+    space: str  # the ministry's public space
+    space_rooms: tuple[str, ...]  # open to the space's members
+    members: dict[str, int]  # room id -> how many members it has
+    messages: dict[str, int]  # room id -> how many messages it holds
     attachments: dict[str, tuple[str, ...]]  # room id -> its media (mxc URIs)
     victim: Person  # the civil servant whose password was phished
+    victim_rooms: tuple[str, ...]  # the public rooms it was in already
     colleagues: tuple[Person, ...]  # the ordinary users of the workload
     rooms_of: dict[str, tuple[str, ...]]  # a colleague's rooms at the start
     images: frozenset[str]  # the attachments a client shows as thumbnails
     media_bytes: int
+
+    @property
+    def public_rooms(self) -> int:
+        return len(self.forums) + 1 + len(self.space_rooms)
+
+    @property
+    def total_messages(self) -> int:
+        return sum(self.messages.values())
+
+    @property
+    def total_media(self) -> int:
+        return sum(len(media) for media in self.attachments.values())
 
 
 def names(count: int) -> list[tuple[str, str]]:
@@ -185,7 +238,7 @@ def _ascii(text: str) -> str:
 
 def parallel(work: Callable[[T], R], items: Iterable[T]) -> list[R]:
     """Seed over a few connections: Synapse works while the client waits on another."""
-    with ThreadPoolExecutor(4) as pool:
+    with ThreadPoolExecutor(6) as pool:
         return list(pool.map(work, items))
 
 
@@ -201,35 +254,85 @@ def seed(server: Homeserver, scale: Scale, progress: Callable[[str], None]) -> S
     victim, *others = people
     colleagues = others[: scale.ordinary_users]
     hosts = others[scale.ordinary_users :] or others
-
-    progress(
-        f"{scale.forums} forums, {scale.forums * scale.messages} messages,"
-        f" {scale.forums * scale.media} attachments"
+    uploader = accounts[hosts[0].user_id]
+    avatars = [uploader.upload(png(48, 48, seed=n), "image/png") for n in range(20)]
+    parallel(
+        lambda n: accounts[people[n].user_id].put(
+            f"/_matrix/client/v3/profile/{quote(people[n].user_id)}/avatar_url",
+            {"avatar_url": avatars[n % len(avatars)]},
+        ),
+        range(0, len(people), 3),  # one in three has a picture
     )
-    rooms_of: dict[str, list[str]] = {person.user_id: [] for person in colleagues}
 
-    def forum(number: int) -> tuple[str, tuple[str, ...], int]:
+    sizes = forum_sizes(scale.users, scale.forums)
+    progress(
+        f"{scale.forums} forums of {sizes[0]} to {sizes[-1]} members,"
+        f" {scale.messages} messages, {scale.media} attachments"
+    )
+    texts = shares(scale.messages, sizes)
+    files = shares(scale.media, sizes)
+
+    def create(number: int) -> str:
         topic = FORUM_TOPICS[number % len(FORUM_TOPICS)]
         title = topic if number < len(FORUM_TOPICS) else f"{topic} {number + 1}"
         host = accounts[hosts[number % len(hosts)].user_id]
-        room = host.create_room(name=f"Forum {title}", topic=f"Échanges: {title}")
-        members = [host] + [
-            accounts[person.user_id]
-            for person in random.Random(number).sample(hosts, min(4, len(hosts)))
-        ]
-        for member in members[1:]:
-            _must(member.join(room).ok, "join a forum")
-        media, size = _history(room, members, scale, random.Random(number))
-        return room, media, size
+        state = [_avatar_state(avatars[number % len(avatars)])]
+        if number % READABLE_EVERY == 1:
+            state.append(_WORLD_READABLE)
+        return host.create_room(
+            name=f"Forum {title}", topic=f"Échanges: {title}", initial_state=state
+        )
 
-    forums = parallel(forum, range(scale.forums))
-    for index, colleague in enumerate(colleagues):  # two forums each, read daily
-        for position in sorted({index % len(forums), (index + 1) % len(forums)}):
-            room = forums[position][0]
+    rooms = parallel(create, range(scale.forums))
+    members: list[list[Account]] = []
+    for number in range(len(rooms)):
+        host = accounts[hosts[number % len(hosts)].user_id]
+        others = [p for p in hosts if p.user_id != host.user_id]
+        joiners = random.Random(number).sample(
+            others, min(sizes[number] - 1, len(others))
+        )
+        members.append([host, *(accounts[person.user_id] for person in joiners)])
+    parallel(
+        lambda pair: _must(pair[1].join(pair[0]).ok, "join a forum"),
+        [
+            (room, member)
+            for room, group in zip(rooms, members, strict=True)
+            for member in group[1:]
+        ],
+    )
+    histories = parallel(
+        lambda number: _history(
+            rooms[number],
+            members[number],
+            texts[number],
+            files[number],
+            random.Random(number),
+        ),
+        range(scale.forums),
+    )
+    forums = [
+        (room, media, size)
+        for room, (media, size, _) in zip(rooms, histories, strict=True)
+    ]
+    images: frozenset[str] = frozenset().union(*(shown for _, _, shown in histories))
+    readable = frozenset(
+        room
+        for number, (room, _, _) in enumerate(forums)
+        if number % READABLE_EVERY == 1
+    )
+    rooms_of: dict[str, list[str]] = {person.user_id: [] for person in colleagues}
+    for colleague in colleagues:  # the largest forums, joined long ago
+        for room, _, _ in forums[:3]:
             _must(accounts[colleague.user_id].join(room).ok, "join a forum")
             rooms_of[colleague.user_id].append(room)
+    victim_rooms = tuple(room for room, _, _ in forums[3:5])
+    for room in victim_rooms:
+        _must(accounts[victim.user_id].join(room).ok, "join a forum")
 
-    progress(f"{scale.private_rooms} private team rooms")
+    progress(f"a public space of {SPACE_ROOMS} rooms, {scale.private_rooms} team rooms")
+    space, space_rooms = _space(
+        accounts[hosts[0].user_id], [accounts[p.user_id] for p in hosts[1:6]], rng
+    )
 
     def team(number: int) -> None:
         members = list(
@@ -251,50 +354,124 @@ def seed(server: Homeserver, scale: Scale, progress: Callable[[str], None]) -> S
     if colleagues:
         for number in range(scale.private_rooms):
             team(number)
+    forum_rooms = [room for room, _, _ in forums]
     return Seeded(
         people=tuple(people),
-        forums=tuple(room for room, _, _ in forums),
+        forums=tuple(forum_rooms),
+        readable=readable,
+        space=space,
+        space_rooms=tuple(space_rooms),
+        members={room: size for room, size in zip(forum_rooms, sizes, strict=True)},
+        messages={
+            **{
+                room: text + attached
+                for room, text, attached in zip(forum_rooms, texts, files, strict=True)
+            },
+            **dict.fromkeys(space_rooms, SPACE_MESSAGES),
+        },
         attachments={room: media for room, media, _ in forums},
         victim=victim,
+        victim_rooms=victim_rooms,
         colleagues=tuple(colleagues),
         rooms_of={user: tuple(rooms) for user, rooms in rooms_of.items()},
-        images=frozenset(mxc for _, media, _ in forums for mxc in media[::IMAGE_EVERY]),
+        images=images,
         media_bytes=sum(size for _, _, size in forums),
     )
 
 
+_WORLD_READABLE: dict[str, object] = {
+    "type": "m.room.history_visibility",
+    "state_key": "",
+    "content": {"history_visibility": "world_readable"},
+}
+
+
+def _avatar_state(mxc: str) -> dict[str, object]:
+    return {"type": "m.room.avatar", "state_key": "", "content": {"url": mxc}}
+
+
+def _space(
+    owner: Account, members: Sequence[Account], rng: random.Random
+) -> tuple[str, list[str]]:
+    """The ministry's public space, and rooms open to anyone in it (restricted)."""
+    space = owner.create_room(
+        name="Espace ministère", creation_content={"type": "m.space"}
+    )
+    rooms = []
+    for number in range(SPACE_ROOMS):
+        room = owner.create_room(
+            public=False,
+            room_version="10",
+            name=f"Groupe de travail {number + 1}",
+            initial_state=[
+                {
+                    "type": "m.room.join_rules",
+                    "state_key": "",
+                    "content": {
+                        "join_rule": "restricted",
+                        "allow": [{"type": "m.room_membership", "room_id": space}],
+                    },
+                }
+            ],
+        )
+        owner.put(
+            f"/_matrix/client/v3/rooms/{quote(space)}/state/m.space.child/{quote(room)}",
+            {"via": [owner.user_id.split(":", 1)[1]]},
+        )
+        for member in members:
+            _must(member.join(space).ok and member.join(room).ok, "join the space")
+        for k in range(SPACE_MESSAGES):
+            _send_text(members[k % len(members)], room, rng)
+        rooms.append(room)
+    return space, rooms
+
+
 def _history(
-    room: str, members: Sequence[Account], scale: Scale, rng: random.Random
-) -> tuple[tuple[str, ...], int]:
-    """Messages and attachments, interleaved as a forum's months of use."""
-    kinds = ["text"] * scale.messages + ["media"] * scale.media
+    room: str,
+    members: Sequence[Account],
+    texts: int,
+    files: int,
+    rng: random.Random,
+) -> tuple[tuple[str, ...], int, frozenset[str]]:
+    """Messages and attachments, interleaved as a forum's months of use; a large
+    forum's over a few connections at once."""
+    kinds = ["text"] * texts + ["media"] * files
     rng.shuffle(kinds)
-    media: list[str] = []
-    size = 0
-    for number, kind in enumerate(kinds):
-        author = members[number % len(members)]
+    plan = [
+        (members[number % len(members)], kind, rng.randrange(10**6), number)
+        for number, kind in enumerate(kinds)
+    ]
+
+    def post(item: tuple[Account, str, int, int]) -> tuple[str, int, bool] | None:
+        author, kind, draw, number = item
+        local = random.Random(draw)
         if kind == "text":
-            _send_text(author, room, rng)
-            continue
-        if len(media) % IMAGE_EVERY == 0:
-            data, mimetype, msgtype = (
-                png(40, 40, seed=rng.randrange(10**6)),
-                "image/png",
-                "m.image",
-            )
+            _send(author, room, {"msgtype": "m.text", "body": local.choice(SENTENCES)})
+            return None
+        if number % IMAGE_EVERY == 0:
+            data, mimetype, msgtype = png(40, 40, seed=draw), "image/png", "m.image"
         else:
-            data = os.urandom(rng.randrange(20_000, 120_000))
+            data = local.randbytes(local.randrange(20_000, 120_000))
             mimetype, msgtype = "application/pdf", "m.file"
         mxc = author.upload(data, mimetype)
-        body = {
-            "msgtype": msgtype,
-            "body": f"piece-jointe-{len(media) + 1}",
-            "url": mxc,
-        }
-        _send(author, room, body)
-        media.append(mxc)
-        size += len(data)
-    return tuple(media), size
+        _send(
+            author,
+            room,
+            {"msgtype": msgtype, "body": f"piece-jointe-{number}", "url": mxc},
+        )
+        return mxc, len(data), msgtype == "m.image"
+
+    if len(plan) > 50:
+        with ThreadPoolExecutor(4) as pool:
+            posted = list(pool.map(post, plan))
+    else:
+        posted = [post(item) for item in plan]
+    media = [item for item in posted if item is not None]
+    return (
+        tuple(mxc for mxc, _, _ in media),
+        sum(size for _, size, _ in media),
+        frozenset(mxc for mxc, _, image in media if image),
+    )
 
 
 def _send_text(author: Account, room: str, rng: random.Random) -> None:

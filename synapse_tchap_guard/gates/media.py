@@ -6,6 +6,10 @@ any file is read or any remote server asked, so a refused download costs nothing
 Once the response is sent, its bytes are added (as many as were really sent), or, if
 Synapse failed to serve it, the download is given back (`pending_responses`).
 
+Thumbnails no larger than an avatar (`small_thumbnails.max_size`) have a quota of
+their own: Element loads them by the hundred, and a refused one makes it fetch the
+full picture instead.
+
 Only the client media API carries an account (`/_matrix/client/v1/media/download`
 and `.../thumbnail`, local and remote media alike). Federation requests (another
 server fetching our media) never pass through here, and neither do the legacy
@@ -13,6 +17,8 @@ unauthenticated `/_matrix/media/v3/...` endpoints (see the README).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from synapse.logging.context import ContextRequest
 
@@ -23,19 +29,39 @@ from synapse_tchap_guard.routes import Request as Route
 
 
 class MediaGate:
-    def __init__(self, gate: CountedGate, responses: PendingResponses) -> None:
-        self._gate = gate
+    def __init__(
+        self,
+        downloads: CountedGate,
+        small_thumbnails: CountedGate,
+        small_size: int,
+        responses: PendingResponses,
+    ) -> None:
+        self._downloads = downloads
+        self._small_thumbnails = small_thumbnails
+        self._small_size = small_size
         self._responses = responses
-        self.counts = gate.counts
-        self.active = gate.control.active
 
     async def fetch(self, user_id: str, request: ContextRequest, route: Route) -> None:
         """Count a download or thumbnail, or refuse it (raises)."""
         params = route.path_params
         target = f"mxc://{params.get('server_name')}/{params.get('media_id')}"
-        kind = "thumbnail" if route.reach is Reach.THUMBNAIL else "download"
-        line = await self._gate.admit(
-            user_id, request, Charge(target, details={"media": kind})
-        )
+        kind = "download"
+        gate = self._downloads
+        if route.reach is Reach.THUMBNAIL:
+            kind = "thumbnail"
+            if self._is_small(route.query):
+                gate = self._small_thumbnails
+        if not gate.control.active:
+            return
+        charge = Charge(target, details={"media": kind})
+        line = await gate.admit(user_id, request, charge)
         if line is not None:  # its response says what it sent, or that it failed
-            self._responses.expect(request.request_id, self._gate, line, sized=True)
+            self._responses.expect(request.request_id, gate, line, sized=True)
+
+    def _is_small(self, query: Mapping[str, str]) -> bool:
+        """An avatar's size, as the client asks it (Synapse never sends larger)."""
+        try:
+            width, height = int(query["width"]), int(query["height"])
+        except (KeyError, ValueError):
+            return False  # Synapse refuses it: counted as a download
+        return 0 < width <= self._small_size and 0 < height <= self._small_size

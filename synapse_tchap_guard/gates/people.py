@@ -1,11 +1,11 @@
 """People: one budget of people an account may discover, whatever the route.
 
 What counts (`directory` control), and why (see the README):
-- user directory search results: each distinct person shown, counted as Synapse
-  filters the results one by one (`check_username_for_spam`). Past the budget a
-  search is not refused: it shows only people already discovered, and the SIEM
-  hears of what it left out. (Element searches on every keystroke and ignores an
-  error it does not know: a refusal would teach it nothing and block its owner.)
+- user directory search results: each distinct person shown. A search is never
+  refused: it shows the people already discovered, and new ones only from a few
+  characters typed, a few at a time, within the budget; the SIEM hears of what it
+  left out. (Element searches on every keystroke and ignores an error it does not
+  know: a refusal would teach it nothing and get its owner blocked.)
 - profile lookups of another account, by any prefix or field: each distinct person;
 - a room's member list, as its members (however many): when the account joins a
   public room (the join shows it), or reads the members or state of a room it is not
@@ -19,19 +19,30 @@ gets the larger budget for a while, then a 429 like any other limit.
 
 from __future__ import annotations
 
+from typing import Any
+
 from synapse.logging.context import ContextRequest
-from synapse.module_api import UserProfile
 
 from synapse_tchap_guard import _synapse_internals as internals
 from synapse_tchap_guard.audit import AuditEvent
+from synapse_tchap_guard.config import DirectoryConfig
 from synapse_tchap_guard.context import GuardContext
 from synapse_tchap_guard.gates.counted import Charge, CountedGate
+from synapse_tchap_guard.pending_responses import PendingResponses
 
 
 class PeopleGate:
-    def __init__(self, context: GuardContext, gate: CountedGate) -> None:
+    def __init__(
+        self,
+        context: GuardContext,
+        gate: CountedGate,
+        config: DirectoryConfig,
+        responses: PendingResponses,
+    ) -> None:
         self._context = context
+        self._config = config
         self._gate = gate
+        self._responses = responses
         self.counts = gate.counts
         # The search requests that already told the SIEM they left people out.
         self._withheld_reported: set[str] = set()
@@ -42,7 +53,7 @@ class PeopleGate:
         """A profile lookup (or one member's state): a person."""
         if subject == user_id:
             return
-        await self._gate.admit(
+        await self._admit(
             user_id, request, Charge(subject, details={"lookup": "profile"})
         )
 
@@ -54,26 +65,53 @@ class PeopleGate:
         if count <= 0:
             return  # a room this server is not in yet: nothing of it is shown here
         charge = Charge(f"members of {room_id}", count, {"lookup": via})
-        await self._gate.admit(user_id, request, charge)
+        await self._admit(user_id, request, charge)
 
-    async def check_username_for_spam(
-        self, profile: UserProfile, requester_id: str
-    ) -> bool:
-        """Count one search result shown to `requester_id`; True leaves it out."""
-        subject = profile["user_id"]
-        if subject == requester_id:
-            return False
+    async def _admit(
+        self, user_id: str, request: ContextRequest | None, charge: Charge
+    ) -> None:
+        """Count, and give back if the response says it was not shown after all (no
+        such person, a room that refused to be read, a join that failed)."""
+        line = await self._gate.admit(user_id, request, charge)
+        if line is not None and request is not None:
+            self._responses.expect(request.request_id, self._gate, line)
+
+    async def search_results(
+        self, user_id: str, term: str, results: list[Any]
+    ) -> list[Any]:
+        """The results of a directory search that the account may see: everyone it
+        discovered already, and, from `min_search_length` characters on, at most
+        `new_people_per_search` people more, within its budget, counted one by one.
+        Element searches on every keystroke: its first letters show the people it
+        knows, its typed name the best matches."""
         gate = self._gate
         request = internals.current_request()
-        account = await gate.account(requester_id, request)
+        account = await gate.account(user_id, request)
         if account is None:
-            return False
-        charge = Charge(subject, details={"lookup": "search"})
-        if await gate.admit_if_allowed(requester_id, account, charge):
-            return False
-        self._report_withheld(requester_id, request)
-        # Monitor mode shows it, uncounted, as enforce mode would not have.
-        return self._context.config.enforcing
+            return results
+        config = self._config
+        newcomers = 0
+        shown = []
+        for result in results:
+            subject = result.get("user_id") if isinstance(result, dict) else None
+            if subject == user_id or gate.already_counted(account, subject):
+                shown.append(result)
+            elif (
+                len(term.strip()) < config.min_search_length
+                or newcomers >= config.new_people_per_search
+            ):  # a type-ahead's first letters, or past its best matches
+                if not self._context.config.enforcing:
+                    shown.append(result)  # monitor mode leaves nothing out
+            elif await gate.admit_if_allowed(
+                user_id, account, Charge(subject, details={"lookup": "search"})
+            ):
+                newcomers += 1
+                shown.append(result)
+            else:  # past the budget
+                self._report_withheld(user_id, request)
+                if not self._context.config.enforcing:
+                    shown.append(result)  # monitor mode shows it, uncounted
+        return shown
 
     def _report_withheld(self, user_id: str, request: ContextRequest | None) -> None:
         """Once per search that left people out: the SIEM sees enumeration go on."""

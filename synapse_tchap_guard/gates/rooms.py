@@ -49,13 +49,10 @@ class RoomsGate:
     async def user_may_join_room(
         self, user_id: str, room_id: str, is_invited: bool
     ) -> Literal["NOT_SPAM"]:
-        if not self.active or is_invited:
+        if is_invited:
             return NOT_SPAM
         if await self._join_reaches_a_public_room(user_id, room_id):
-            request = internals.current_request()
-            await self._reach(user_id, request, room_id, "join")
-            if self._people is not None:  # its members, as it will show them
-                await self._people.room_members(user_id, request, room_id, "join")
+            await self._reach(user_id, internals.current_request(), room_id, "join")
         return NOT_SPAM
 
     async def read(self, user_id: str, request: ContextRequest, room_id: str) -> bool:
@@ -63,17 +60,21 @@ class RoomsGate:
         the room), counted as a room reached."""
         if room_id in await internals.joined_rooms(self._context.api, user_id):
             return False
-        if self.active:
-            await self._reach(user_id, request, room_id, "peek")
+        await self._reach(user_id, request, room_id, "peek")
         return True
 
     async def _reach(
         self, user_id: str, request: ContextRequest | None, room_id: str, via: str
     ) -> None:
-        charge = Charge(room_id, details={"via": via})
-        line = await self._gate.admit(user_id, request, charge)
-        if line is not None and request is not None:
-            self._responses.expect(request.request_id, self._gate, line)
+        """A public room reached: counted, and its members shown (its history shows
+        who wrote it, its state who is in it)."""
+        if self.active:
+            charge = Charge(room_id, details={"via": via})
+            line = await self._gate.admit(user_id, request, charge)
+            if line is not None and request is not None:
+                self._responses.expect(request.request_id, self._gate, line)
+        if self._people is not None:
+            await self._people.room_members(user_id, request, room_id, via)
 
     async def _join_reaches_a_public_room(self, user_id: str, room_id: str) -> bool:
         if await self._context.is_exempt(user_id):

@@ -32,6 +32,11 @@ GUARD = {
         ],
         "block_at": {"window": "1h", "max": 12},
     },
+    "small_thumbnails": {
+        "max_size": 100,
+        "limits": [{"window": "1h", "max": 3}],
+        "block_at": None,
+    },
 }
 # Downloads are counted in memory and written twice a second.
 FLUSHED_S = 1.5
@@ -68,16 +73,16 @@ def assert_refused(
     )
 
 
-def test_downloads_and_thumbnails_share_the_quota_until_the_window_moves_on(
+def test_downloads_and_large_thumbnails_share_the_quota_until_the_window_moves_on(
     server: Homeserver, admin: Account, files: dict[str, str]
 ) -> None:
     user = server.register()
     first = time.monotonic()
     assert user.download(files["small"]).status_code == 200
-    assert user.thumbnail(files["picture"]).status_code == 200
+    assert user.thumbnail(files["picture"], size=640).status_code == 200
     assert user.download(files["picture"]).status_code == 200
-    assert user.thumbnail(files["picture"], size=96).status_code == 200
-    refused = user.thumbnail(files["picture"])
+    assert user.thumbnail(files["picture"], size=800).status_code == 200
+    refused = user.thumbnail(files["picture"], size=640)
     elapsed_ms = (time.monotonic() - first) * 1000
     assert_refused(refused, SHORT_S * 1000 - elapsed_ms, "the limit is 4 per 5s")
 
@@ -91,6 +96,24 @@ def test_downloads_and_thumbnails_share_the_quota_until_the_window_moves_on(
     assert deny["tchap_guard"]["control"] == "media_downloads"
     assert deny["tchap_guard"]["media"] == "thumbnail"
     assert deny["tchap_guard"]["target"] == files["picture"]
+
+
+def test_avatar_sized_thumbnails_have_a_quota_of_their_own(
+    server: Homeserver, admin: Account, files: dict[str, str]
+) -> None:
+    user = server.register()
+    sizes = [32, 64, 96]
+    assert [user.thumbnail(files["picture"], size=s).status_code for s in sizes] == [
+        200
+    ] * 3
+    refused = user.thumbnail(files["picture"], size=64)
+    assert refused.status_code == 429
+    assert "Too many small thumbnails" in refused.json()["error"]
+    # Downloads and larger thumbnails are counted apart.
+    assert user.thumbnail(files["picture"], size=640).status_code == 200
+    assert user.download(files["small"]).status_code == 200
+    assert window_count(admin, user, "small_thumbnails", 0) == 3
+    assert window_count(admin, user, "media_downloads", 1) == 2
 
 
 def test_max_bytes_counts_the_bytes_really_served(

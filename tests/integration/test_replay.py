@@ -7,45 +7,60 @@ from pathlib import Path
 
 import pytest
 
+from harness.homeserver import Homeserver
 from harness.replay.cli import main
 
 SMALL = {
-    "users": 320,  # more than the directory's free budget of 300
-    "forums": 12,  # more than the 10 joins an hour
-    "messages": 10,
-    "media": 13,  # 10 forums hold more than the 120 downloads a minute
+    "users": 400,
+    "forums": 14,  # more than the 10 public rooms an hour
+    "messages": 300,
+    "media": 160,  # more than the 120 downloads a minute
     "private-rooms": 4,
     "ordinary-users": 6,
 }
 
 
-def test_the_attacker_is_held_far_below_the_unguarded_run_and_colleagues_never_notice(
+def test_the_attacker_is_held_by_every_route_while_element_users_never_notice(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     flags = [f"--{name}={value}" for name, value in SMALL.items()]
     assert main([*flags, "--json", str(tmp_path / "report.json")]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
-    without, with_ = report["without_guard"], report["with_guard"]
+    server = report["server"]
+    without, with_ = report["runs"]
+    guard = Homeserver.example_guard()
 
-    # Unguarded, one account takes everything, and nobody refuses it anything.
+    # Unguarded, one account takes everything by every route, and nothing says so.
     took = without["attacker"]
-    assert took["rooms_joined"] == 12
-    assert took["media_files"] == report["server"]["attachments"] == 12 * 13
-    assert took["profiles_enumerated"] == 319
+    within_reach = server["public_rooms"] - server["public_rooms_the_account_was_in"]
+    assert took["rooms_reached"] == within_reach
+    assert took["rooms"]["read without joining"] > 0
+    assert took["rooms"]["joined through the space"] > 0
+    assert took["people_learned"] >= 0.95 * (server["people"] - 1)
+    assert took["messages_read"] >= server["messages"]
+    assert took["media_files"] == server["attachments"]
     assert took["refused"] == 0 and took["blocked_after_s"] is None
 
-    # Guarded: held at each limit of example_homeserver.yaml.
+    # Guarded: held by each budget of example_homeserver.yaml, whatever the route.
     held = with_["attacker"]
-    assert held["rooms_joined"] == 10
-    assert held["media_files"] <= 120
+    rooms_an_hour = guard["public_room_joins"]["limits"][0]["max"]
+    people = guard["directory"]["free"]["max_profiles"]
+    history = guard["message_history"]["limits"][0]["max"]
+    assert held["rooms_reached"] <= rooms_an_hour
+    assert held["people_learned"] <= people + server["largest_room"]
+    assert (
+        held["messages_read"] <= history + guard["message_history"]["max_per_request"]
+    )
+    assert held["media_files"] <= guard["media_downloads"]["limits"][0]["max"]
     assert held["media_bytes"] < took["media_bytes"]
-    assert held["profiles_enumerated"] <= 300
-    assert held["messages_read"] < took["messages_read"]
+    assert held["refused"] > 0
 
-    # Colleagues working at the same time never notice the guard.
+    # Element users working at the same time never notice the guard.
     for run in (without, with_):
-        assert run["ordinary_users"]["requests"] > 6 * 10
-        assert run["ordinary_users"]["refusals"] == []
+        ordinary = run["ordinary_users"]
+        assert ordinary["requests"] > 6 * 200
+        assert ordinary["refusals"] == []
+        assert ordinary["blocked"] == 0
 
     actions = [event["event"]["action"] for event in with_["siem_events"]]
     assert "deny" in actions

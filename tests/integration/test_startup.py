@@ -70,6 +70,15 @@ def test_an_empty_config_runs_with_the_documented_defaults(tmp_path: Path) -> No
                 ],
                 "block_at": {"window": "1h", "max": 3000},
             },
+            "small_thumbnails": {
+                "max_size": 400,
+                "limits": [
+                    {"window": "1m", "max": 1000},
+                    {"window": "1h", "max": 5000},
+                    {"window": "1d", "max": 20000},
+                ],
+                "block_at": {"window": "1h", "max": 10000},
+            },
             "message_history": {
                 "limits": [
                     {"window": "1h", "max": 5000},
@@ -79,11 +88,13 @@ def test_an_empty_config_runs_with_the_documented_defaults(tmp_path: Path) -> No
                 "max_per_request": 1000,
             },
             "directory": {
-                "free": {"window": "1d", "max_profiles": 300},
+                "free": {"window": "1d", "max_profiles": 3000},
                 "step_up_valid_for": "12h",
-                "after_step_up": {"window": "1d", "max_profiles": 3000},
+                "after_step_up": {"window": "1d", "max_profiles": 20000},
                 "block_at": {"window": "1d", "max": 30},
                 "failed_step_ups_block_at": {"window": "1h", "max": 5},
+                "min_search_length": 3,
+                "new_people_per_search": 20,
             },
             "blocking": {"duration": "1d", "end_sessions": True},
             "retention": "90d",

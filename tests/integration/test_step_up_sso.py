@@ -85,6 +85,6 @@ def test_an_sso_account_steps_up_through_synapse_fallback_page(
     sign_in_through_fallback(server, session)
     response = user.post(STEP_UP, {"auth": {"session": session}})
     assert response.status_code == 200, response.text
-    assert response.json()["budget"]["max_profiles"] == 3000
+    assert response.json()["budget"]["max_profiles"] == 20000
     (succeeded,) = server.events_about(user.user_id, "step_up_succeeded")
     assert succeeded["event"]["outcome"] == "success"

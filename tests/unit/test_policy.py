@@ -326,3 +326,25 @@ def test_usage_of_a_threshold_counting_refusals_reports_refusals() -> None:
         (Limit(HOUR, max=3), 1),
         (Threshold(HOUR, 3, Counting.REFUSALS), 2),
     ]
+
+
+def test_a_refusal_repeated_for_the_same_target_never_counts_towards_a_block() -> None:
+    quota = Quota(limits=(Limit(HOUR, max=1),), block_at=Threshold(HOUR, 3))
+    history = History.of(served(30 * MIN) + refused(20 * MIN))
+    # A third request would block the account, unless it repeats the refused one.
+    assert policy.evaluate(quota, history, NOW).decision is Decision.BLOCK
+    verdict = policy.evaluate(quota, history, NOW, repeat=True)
+    assert verdict.decision is Decision.DENY
+    # A repeat that would be served counts as any request does.
+    allowed = Quota(limits=(Limit(HOUR, max=5),), block_at=Threshold(HOUR, 3))
+    assert (
+        policy.evaluate(allowed, history, NOW, repeat=True).decision is Decision.BLOCK
+    )
+
+
+def test_a_request_weighing_more_than_allowed_at_once_is_refused_outright() -> None:
+    quota = Quota(limits=(Limit(HOUR, max=100),), max_per_request=50)
+    verdict = policy.evaluate(quota, History(), NOW, units=60)
+    assert verdict.decision is Decision.DENY
+    assert (verdict.count, verdict.rule_max) == (60, 50)
+    assert policy.evaluate(quota, History(), NOW, units=50).decision is Decision.ALLOW
