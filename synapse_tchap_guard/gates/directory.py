@@ -25,6 +25,7 @@ from synapse.logging.context import ContextRequest
 from synapse.module_api import UserProfile
 
 from synapse_tchap_guard import _synapse_internals as internals
+from synapse_tchap_guard import inputs
 from synapse_tchap_guard.gates.counted import Charge, CountedGate
 
 PUBLIC_ROOMS = "public room directory"
@@ -38,7 +39,7 @@ _LOOKUP = re.compile(
 @attr.frozen
 class Lookup:
     kind: Literal["search", "profile", "rooms"]
-    subject: str | None  # the person looked up
+    subject: str | None  # the person looked up, normalised (`inputs.target`)
 
 
 def lookup_of(request: ContextRequest) -> Lookup | None:
@@ -51,7 +52,7 @@ def lookup_of(request: ContextRequest) -> Lookup | None:
     if match["profile"]:
         if request.method not in ("GET", "HEAD"):
             return None
-        return Lookup("profile", unquote(match["profile"]))
+        return Lookup("profile", inputs.target(unquote(match["profile"])))
     return Lookup("rooms", PUBLIC_ROOMS)
 
 
@@ -76,7 +77,7 @@ class DirectoryGate:
         self, profile: UserProfile, requester_id: str
     ) -> bool:
         """Count one search result shown to `requester_id`; True hides it."""
-        subject = profile["user_id"]
+        subject = inputs.target(profile["user_id"])  # as a profile lookup counts it
         if subject == requester_id:
             return False
         gate = self._gate

@@ -14,6 +14,7 @@ from typing import Literal
 from synapse.module_api import NOT_SPAM
 
 from synapse_tchap_guard import _synapse_internals as internals
+from synapse_tchap_guard import inputs
 from synapse_tchap_guard.context import GuardContext
 from synapse_tchap_guard.gates.exact import ExactGate
 
@@ -35,7 +36,7 @@ class JoinGate:
             return NOT_SPAM
         if await self._join_counts(user_id, room_id):
             request = internals.request_info(internals.current_request())
-            await self._exact.count(user_id, room_id, request)
+            await self._exact.count(user_id, inputs.target(room_id), request)
         return NOT_SPAM
 
     async def _join_counts(self, user_id: str, room_id: str) -> bool:

@@ -21,6 +21,7 @@ from urllib.parse import unquote
 import attr
 from synapse.logging.context import ContextRequest
 
+from synapse_tchap_guard import inputs
 from synapse_tchap_guard.gates.counted import Charge, CountedGate
 from synapse_tchap_guard.model import Line
 
@@ -34,7 +35,7 @@ _PENDING_MAX = 10_000
 @attr.frozen
 class Download:
     kind: str  # download | thumbnail
-    target: str  # mxc://server/id
+    target: str  # mxc://server/id, normalised (`inputs.target`)
 
 
 def download_of(request: ContextRequest) -> Download | None:
@@ -45,7 +46,8 @@ def download_of(request: ContextRequest) -> Download | None:
     if match is None:
         return None
     kind, server_name, media_id = match.groups()
-    return Download(kind, f"mxc://{unquote(server_name)}/{unquote(media_id)}")
+    mxc = f"mxc://{unquote(server_name)}/{unquote(media_id)}"
+    return Download(kind, inputs.target(mxc))
 
 
 class MediaGate:
