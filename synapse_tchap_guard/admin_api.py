@@ -93,8 +93,12 @@ class AdminResource(DirectServeJsonResource):
     async def _show_account(self, user_id: str, admin: str) -> JsonDict:
         context = self._context
         store = context.store
-        for counts in self._live_counts:  # what this process counted, in the tables
-            await counts.flush()
+
+        async def flush_all() -> None:  # what this process counted, in the tables
+            for counts in self._live_counts:
+                await counts.flush()
+
+        await store.database.lanes.wait_briefly(flush_all)
         now = context.now()
         block = await store.blocks.in_force_for(user_id, now)
         marks = await store.accounts.marks(user_id)

@@ -28,7 +28,7 @@ from synapse_tchap_guard import _synapse_internals as internals
 from synapse_tchap_guard.audit import AuditEvent
 from synapse_tchap_guard.model import Line, Row
 from synapse_tchap_guard.policy import AccountMarks, History, Record
-from synapse_tchap_guard.store import GuardStore, StoreUnavailable
+from synapse_tchap_guard.store import GuardStore, StoreTimedOut, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -239,7 +239,8 @@ class LiveCounts:
             await self._store.attempts.write(rows, events)
             return [], []
         except Exception as error:  # background work: there is no request to fail
-            if not await self._database_answers():
+            # Timed out: the tables are stalled, whatever the rows hold.
+            if isinstance(error, StoreTimedOut) or not await self._database_answers():
                 return rows, events
             reason = f"{type(error).__name__}: {error}"
         if not rows:  # cannot happen to JSON in ASCII; never retried forever either

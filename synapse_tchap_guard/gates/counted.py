@@ -117,8 +117,9 @@ class CountedGate:
         self.counts.record(account, line, events)
         context.emit(events)
         if decision is Decision.DENY:
-            # What decided a refusal is in the database before the client hears it.
-            await self.counts.flush()
+            # What decided a refusal is in the database before the client hears it,
+            # unless the tables do not answer in time: then it is written when they do.
+            await context.store.database.lanes.wait_briefly(self.counts.flush)
             raise control.refusal(verdict, context.step_up_url)
         return line  # would_deny: served, and reported
 
@@ -152,8 +153,9 @@ class CountedGate:
         self, user_id: str, request: RequestInfo | None, charge: Charge
     ) -> Line | None:
         """Decide the request that would block in the database, with every count in:
-        exact, whatever the other processes counted meanwhile."""
-        await self.counts.flush()
+        exact, whatever the other processes counted meanwhile (if the tables do
+        not answer in time, `on_error` decides, in `ExactGate`)."""
+        await self._context.store.database.lanes.wait_briefly(self.counts.flush)
         self.counts.forget(user_id)
         now = self._context.now()
         verdict = await self._exact.count(
