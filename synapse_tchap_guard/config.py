@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import attr
 from synapse.module_api.errors import ConfigError
 
+from synapse_tchap_guard.inputs import quoted
 from synapse_tchap_guard.policy import Counting, Limit, Quota, StepUp, Threshold
 
 SECOND_MS = 1000
@@ -33,6 +34,7 @@ _DURATION_UNITS = {
 }
 _SIZE_UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 _USER_ID = re.compile(r"^@[^:\s]+:[^\s]+$")
+MAX_USER_ID = 255
 
 DURATION_HELP = "use a number of milliseconds or 30s, 10m, 1h, 1d, 1w, 1y"
 # Longer is surely a typo, and would not fit the timestamps the guard stores.
@@ -150,11 +152,13 @@ def parse_duration(value: Any, path: tuple[str, ...]) -> int:
         match = re.fullmatch(r"\s*([0-9]+)\s*([smhdwy]?)\s*", value)
         if match:
             number, unit = match.groups()
+            if _too_many_digits(number):
+                raise _error(path, f"{quoted(value)} is too long (at most 100y)")
             ms = int(number) * (_DURATION_UNITS[unit] if unit else 1)
     if ms is None:
-        raise _error(path, f"{value!r} is not a duration ({DURATION_HELP})")
+        raise _error(path, f"{quoted(value)} is not a duration ({DURATION_HELP})")
     if ms > MAX_DURATION_MS:
-        raise _error(path, f"{value!r} is too long (at most 100y)")
+        raise _error(path, f"{quoted(value)} is too long (at most 100y)")
     return ms
 
 
@@ -166,8 +170,16 @@ def parse_size(value: Any, path: tuple[str, ...]) -> int:
         match = re.fullmatch(r"\s*([0-9]+)\s*([KMGT]?)\s*", value)
         if match:
             number, unit = match.groups()
+            if _too_many_digits(number):
+                raise _error(path, f"{quoted(value)} is too large")
             return int(number) * (_SIZE_UNITS[unit] if unit else 1)
-    raise _error(path, f"{value!r} is not a size ({SIZE_HELP})")
+    raise _error(path, f"{quoted(value)} is not a size ({SIZE_HELP})")
+
+
+def _too_many_digits(number: str) -> bool:
+    """More digits than any sensible value has (Python refuses to convert more than
+    4300 of them, and no duration or size needs 19)."""
+    return len(number.lstrip("0")) > 18
 
 
 def format_size(size: int) -> str:
@@ -180,8 +192,14 @@ def format_size(size: int) -> str:
 
 
 def is_user_id(value: Any) -> bool:
-    """Shaped like `@localpart:server` (Synapse checks the rest where it matters)."""
-    return isinstance(value, str) and _USER_ID.match(value) is not None
+    """Shaped like `@localpart:server`, printable, at most 255 characters as the spec
+    wants (Synapse checks the rest where it matters)."""
+    return (
+        isinstance(value, str)
+        and len(value) <= MAX_USER_ID
+        and value.isprintable()
+        and _USER_ID.match(value) is not None
+    )
 
 
 def format_duration(ms: int) -> str:

@@ -58,6 +58,17 @@ def unstorable(text: str) -> str | None:
     return None
 
 
+def quoted(value: object, limit: int = 60) -> str:
+    """A value as an error message quotes it: its repr, cut if it is long."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long for Python to print
+        return "a number that long"
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 20]}...{text[-10:]} ({len(text)} characters)"
+
+
 def _escaped(char: str) -> str:
     if char == "\\":
         return "\\\\"

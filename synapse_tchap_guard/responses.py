@@ -94,6 +94,17 @@ def guard_unavailable() -> SynapseError:
     )
 
 
+def tables_unavailable() -> SynapseError:
+    """For the admin API and the step-up: the guard's tables cannot answer."""
+    return SynapseError(
+        503,
+        "The guard's tables cannot answer right now (the homeserver's log says why)."
+        " Try again in a moment.",
+        Codes.UNKNOWN,
+        headers={"Retry-After": "5"},
+    )
+
+
 def format_wait(ms: int) -> str:
     seconds = math.ceil(ms / 1000)
     if seconds < 120:
