@@ -17,6 +17,8 @@ from typing import Any
 
 import attr
 
+from synapse_tchap_guard.inputs import one_line
+
 EVENTS_LOGGER = "synapse_tchap_guard.events"
 ECS_VERSION = "8.11.0"
 _RECORD_FIELD = "tchap_guard_ecs"
@@ -150,7 +152,11 @@ class AuditLog:
         level = logging.WARNING if event.outcome == "failure" else logging.INFO
         if event.action == "database_error":
             level = logging.ERROR
-        logger.log(level, "%s", event.message, extra={_RECORD_FIELD: document})
+        # The main log gets the message on one line, whatever it quotes (an admin's
+        # reason, a target); the events file gets the document, JSON-escaped.
+        logger.log(
+            level, "%s", one_line(event.message), extra={_RECORD_FIELD: document}
+        )
         return document
 
 

@@ -26,6 +26,7 @@ from twisted.internet import defer
 
 from synapse_tchap_guard import _synapse_internals as internals
 from synapse_tchap_guard.audit import AuditEvent
+from synapse_tchap_guard.inputs import one_line
 from synapse_tchap_guard.model import Line, Row
 from synapse_tchap_guard.policy import AccountMarks, History, Record
 from synapse_tchap_guard.store import GuardStore, StoreTimedOut, StoreUnavailable
@@ -185,8 +186,8 @@ class LiveCounts:
                 self._control, since
             )
             changed |= await self._store.accounts.marks_changed_since(since)
-        except StoreUnavailable:
-            logger.warning("tchap_guard could not check for changes", exc_info=True)
+        except StoreUnavailable as error:
+            logger.warning("tchap_guard could not check for changes: %s", error)
             return
         unwritten = {row.user_id for row in self._unwritten_rows()}
         cutoff = now - self._longest_window_ms
@@ -244,7 +245,9 @@ class LiveCounts:
                 return rows, events
             reason = f"{type(error).__name__}: {error}"
         if not rows:  # cannot happen to JSON in ASCII; never retried forever either
-            logger.error("tchap_guard dropped %d audit events: %s", len(events), reason)
+            logger.error(
+                "tchap_guard dropped %d audit events: %s", len(events), one_line(reason)
+            )
             return [], []
         if events:
             _, kept_events = await self._write([], events)
@@ -334,8 +337,10 @@ class LiveCounts:
     async def _reload(self, user_id: str, account: LiveAccount) -> None:
         try:
             fresh = await self._load(user_id)
-        except StoreUnavailable:
-            logger.warning("tchap_guard could not reload %s", user_id, exc_info=True)
+        except StoreUnavailable as error:
+            logger.warning(
+                "tchap_guard could not reload %s: %s", one_line(user_id), error
+            )
             return
         # What this process counted that the database does not have yet, including
         # what was counted while the reload ran (no write overlaps a reload).
