@@ -33,7 +33,7 @@ from tests.integration.conftest import require_postgres, running_homeserver
 
 GUARD = {
     "on_error": "deny",
-    "public_room_joins": {"limits": [{"window": "1h", "max": 100}]},
+    "public_room_joins": {"limits": [{"window": "1h", "max": 100}], "block_at": None},
     "blocking": {"end_sessions": False},
 }
 TABLES = (
