@@ -30,7 +30,7 @@ from synapse_tchap_guard.blocks import Blocking, describe_block
 from synapse_tchap_guard.config import is_user_id, parse_duration
 from synapse_tchap_guard.context import GuardContext
 from synapse_tchap_guard.controls import Control
-from synapse_tchap_guard.inputs import one_line, quoted, unstorable
+from synapse_tchap_guard.inputs import quoted, unstorable
 from synapse_tchap_guard.live_counts import LiveCounts
 from synapse_tchap_guard.model import AlreadyBlocked
 from synapse_tchap_guard.store import StoreUnavailable
@@ -78,9 +78,7 @@ class AdminResource(DirectServeJsonResource):
         try:
             return await endpoint(request)
         except StoreUnavailable as error:
-            logger.error(
-                "tchap_guard admin API: the tables did not answer: %s", one_line(error)
-            )
+            logger.error("tchap_guard admin API: the tables did not answer: %s", error)
             raise responses.tables_unavailable() from None
 
     async def _get(self, request: SynapseRequest) -> tuple[int, JsonDict]:

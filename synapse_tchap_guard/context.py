@@ -65,7 +65,7 @@ class GuardContext:
             logger.error(
                 "tchap_guard could not store %d audit event(s): %s",
                 len(events),
-                one_line(error),
+                error,  # a StoreUnavailable's text is one line
             )
         self.emit(events)
 
@@ -102,7 +102,7 @@ class GuardContext:
             "tchap_guard could not judge %s for %s: %s",
             control,
             one_line(user_id),
-            one_line(error),
+            error,
         )
         self._database_error(
             user_id,
@@ -120,7 +120,7 @@ class GuardContext:
         logger.error(
             "tchap_guard dropped %d row(s) it could not write: %s",
             len(rows),
-            one_line(reason),
+            reason,  # one line, as `error_text` writes it
         )
         dropped = collections.Counter((row.user_id, row.control) for row in rows)
         # One event an account, for the first few (an outage may drop thousands).

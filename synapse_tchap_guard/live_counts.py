@@ -30,6 +30,7 @@ from synapse_tchap_guard.inputs import one_line
 from synapse_tchap_guard.model import Line, Row
 from synapse_tchap_guard.policy import AccountMarks, History, Record
 from synapse_tchap_guard.store import GuardStore, StoreTimedOut, StoreUnavailable
+from synapse_tchap_guard.store.database import error_text
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ IDLE_MS = 60_000
 # What a database outage may hold in memory before the oldest rows are given up.
 MAX_UNWRITTEN = 100_000
 
-# Rows the database refused for their content, and why: reported, then dropped.
+# Rows the database refused for their content, and why (one line): reported, then
+# dropped.
 OnRejected = Callable[[Sequence[Row], str], None]
 
 
@@ -243,11 +245,9 @@ class LiveCounts:
             # Timed out: the tables are stalled, whatever the rows hold.
             if isinstance(error, StoreTimedOut) or not await self._database_answers():
                 return rows, events
-            reason = f"{type(error).__name__}: {error}"
+            reason = error_text(error)
         if not rows:  # cannot happen to JSON in ASCII; never retried forever either
-            logger.error(
-                "tchap_guard dropped %d audit events: %s", len(events), one_line(reason)
-            )
+            logger.error("tchap_guard dropped %d audit events: %s", len(events), reason)
             return [], []
         if events:
             _, kept_events = await self._write([], events)

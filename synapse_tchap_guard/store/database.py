@@ -26,7 +26,13 @@ T = TypeVar("T")
 
 
 class StoreUnavailable(Exception):
-    """The guard's tables could not answer (database error, or not prepared yet)."""
+    """The guard's tables could not answer (database error, or not prepared yet).
+
+    Its text is one line (see `inputs.one_line`): a database's error may quote a
+    value a user sent, and it is logged as it is."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
 
 
 class StoreTimedOut(StoreUnavailable):
@@ -95,9 +101,15 @@ class Database:
                 self._api, f"tchap_guard_{desc}", func
             )
         except internals.StatementCancelled as error:
-            raise StoreTimedOut(one_line(error)) from error
+            raise StoreTimedOut(str(error)) from error
         except self._errors as error:
-            raise StoreUnavailable(one_line(error)) from error
+            raise StoreUnavailable(str(error)) from error
+
+
+def error_text(error: Exception) -> str:
+    """An error as one line of a log or an event, escaped once."""
+    text = str(error) if isinstance(error, StoreUnavailable) else one_line(error)
+    return f"{type(error).__name__}: {text}"
 
 
 def _select_one(txn: LoggingTransaction) -> None:

@@ -1,4 +1,5 @@
-"""Values from requests, made safe to count, store and log."""
+"""Values from requests (and the errors that quote them), made safe to count, store
+and log."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from synapse.logging.context import ContextRequest
 from synapse_tchap_guard.gates.directory import lookup_of
 from synapse_tchap_guard.gates.media import download_of
 from synapse_tchap_guard.inputs import MAX_TARGET, one_line, target, unstorable
+from synapse_tchap_guard.store.database import StoreUnavailable, error_text
 
 
 @pytest.mark.parametrize(
@@ -99,3 +101,10 @@ def test_the_gates_count_what_requests_name_normalised() -> None:
     lookup = lookup_of(request("GET", f"/_matrix/client/v3/profile/{long_id}"))
     assert lookup is not None and lookup.subject is not None
     assert len(lookup.subject) == MAX_TARGET
+
+
+def test_a_database_error_is_one_line_and_escaped_once() -> None:
+    error = StoreUnavailable('relation "x" does not exist\nLINE 1: SELECT')
+    assert str(error) == 'relation "x" does not exist\\nLINE 1: SELECT'
+    assert error_text(error) == f"StoreUnavailable: {error}"  # not escaped again
+    assert error_text(ValueError("a\nb")) == "ValueError: a\\nb"
