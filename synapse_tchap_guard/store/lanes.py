@@ -23,6 +23,7 @@ does not start its transaction if it has not yet.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -33,6 +34,8 @@ from twisted.internet import defer
 
 from synapse_tchap_guard import _synapse_internals as internals
 from synapse_tchap_guard.clock import Clock
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -160,11 +163,15 @@ async def stop_waiting_after(
     outcome: defer.Deferred[T] = defer.Deferred()
 
     async def detached() -> None:
-        # Too late, nobody waits any more: `wake` does nothing (and nothing is lost
-        # that matters: the work's own errors are the caller's to report, if any).
         try:
             result = await work()
         except Exception as error:
+            if outcome.called and not isinstance(error, Abandoned):
+                # Nobody waits any more: say that it ended, and how.
+                logger.info(
+                    "tchap_guard: work given up on at its deadline ended later with %s",
+                    type(error).__name__,
+                )
             internals.wake_with(outcome, error)
         else:
             internals.wake(outcome, result)
