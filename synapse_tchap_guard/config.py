@@ -291,7 +291,7 @@ class _Section:
                 if value == member.value:
                     return member
             accepted = " or ".join(repr(m.value) for m in kind)
-            raise _error(path, f"{value!r} is not accepted (use {accepted})")
+            raise _error(path, f"{quoted(value)} is not accepted (use {accepted})")
 
         return self.get(key, parse, default)
 
@@ -301,7 +301,7 @@ class _Section:
                 accepted = ", ".join(sorted(self.used))
                 raise _error(
                     (*self.path, str(key)),
-                    f"unknown key {str(key)!r} (accepted here: {accepted})",
+                    f"unknown key {quoted(str(key))} (accepted here: {accepted})",
                 )
 
 
@@ -442,7 +442,7 @@ def _parse_user_ids(raw: Any, path: tuple[str, ...]) -> frozenset[str]:
         if not is_user_id(user_id):
             raise _error(
                 (*path, str(index)),
-                f"{user_id!r} is not a user id (use the form @alice:example.org)",
+                f"{quoted(user_id)} is not a user id (use the form @alice:example.org)",
             )
     return frozenset(raw)
 
@@ -485,7 +485,7 @@ def _maximum(raw: Any, path: tuple[str, ...]) -> int:
 def _parse_bool(raw: Any, path: tuple[str, ...]) -> bool:
     if isinstance(raw, bool):
         return raw
-    raise _error(path, f"{raw!r} is not accepted (use true or false)")
+    raise _error(path, f"{quoted(raw)} is not accepted (use true or false)")
 
 
 # --- combinations ------------------------------------------------------------------
