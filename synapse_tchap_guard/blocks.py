@@ -14,7 +14,8 @@ import logging
 from collections.abc import Callable, Collection
 from typing import Literal
 
-from synapse.module_api import NOT_SPAM
+from synapse.module_api import NOT_SPAM, make_deferred_yieldable
+from twisted.internet import defer
 
 from synapse_tchap_guard import _synapse_internals as internals
 from synapse_tchap_guard import responses
@@ -85,6 +86,8 @@ class Blocking:
         self._reload_failing = False
         # Called with an account whose counters an admin reset, for what counts in memory.
         self.on_counters_reset: list[Callable[[str], None]] = []
+        # Accounts whose sessions a block is ending right now, and who waits for it.
+        self._ending: dict[str, list[defer.Deferred[None]]] = {}
 
     def new_block(self, control: str, reason: str, now: int) -> NewBlock:
         duration = self._context.config.blocking.duration_ms
@@ -103,20 +106,18 @@ class Blocking:
         """
         self.registry.remember(block, self._context.now())
         if self._context.config.blocking.end_sessions:
+            self._ending.setdefault(block.user_id, [])
             self._context.api.run_as_background_process(
                 "tchap_guard_end_sessions", self._end_sessions, block, request
             )
 
     async def _end_sessions(self, block: Block, request: RequestInfo | None) -> None:
-        in_force = self.registry.in_force(block.user_id, self._context.now())
-        if in_force is None or in_force.id != block.id:
-            return  # lifted meanwhile: the sessions since are the owner's again
         try:
-            await internals.end_all_sessions(self._context.api, block.user_id)
-        except Exception:
-            logger.exception(
-                "tchap_guard could not end the sessions of %s", one_line(block.user_id)
-            )
+            ended = await self._end_all_sessions(block)
+        finally:
+            for waiter in self._ending.pop(block.user_id, []):
+                internals.wake(waiter)
+        if not ended:
             return
         await self._context.report(
             [
@@ -131,6 +132,30 @@ class Blocking:
                 )
             ]
         )
+
+    async def _end_all_sessions(self, block: Block) -> bool:
+        in_force = self.registry.in_force(block.user_id, self._context.now())
+        if in_force is None or in_force.id != block.id:
+            return False  # lifted meanwhile: the sessions since are the owner's again
+        try:
+            await internals.end_all_sessions(self._context.api, block.user_id)
+        except Exception:
+            logger.exception(
+                "tchap_guard could not end the sessions of %s", one_line(block.user_id)
+            )
+            return False
+        return True
+
+    async def _sessions_ended(self, user_id: str) -> None:
+        """Wait until the sessions a block is ending right now are ended: lifted
+        before, the block would let its owner log in again and lose that new session
+        with the old ones."""
+        waiters = self._ending.get(user_id)
+        if waiters is None:
+            return
+        waiter: defer.Deferred[None] = defer.Deferred()
+        waiters.append(waiter)
+        await make_deferred_yieldable(waiter)
 
     async def block_by_admin(
         self,
@@ -176,6 +201,7 @@ class Blocking:
         self, user_id: str, admin: str, reason: str, request: RequestInfo | None
     ) -> Block | None:
         """Lift the block in force and reset the account's counters; None if not blocked."""
+        await self._sessions_ended(user_id)
         context = self._context
         now = context.now()
 

@@ -4,9 +4,11 @@ going out."""
 from __future__ import annotations
 
 import types
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, cast
 
-from twisted.internet import task
+from synapse.module_api import ModuleApi
+from twisted.internet import defer, task
 
 from synapse_tchap_guard.audit import AuditLog
 from synapse_tchap_guard.blocks import Blocking, BlockRegistry
@@ -84,4 +86,51 @@ def test_an_expired_block_is_closed_once_and_reported() -> None:
     assert isinstance(store.database, SqliteDatabase)
     actions = store.database.rows("SELECT action FROM tchap_guard_events")
     assert actions == [("block_expired",)]
+    assert guard.registry.in_force(ALICE, int(clock.seconds() * 1000)) is None
+
+
+class SessionsApi:
+    """What ending sessions uses of the ModuleApi; deleting devices waits for the test."""
+
+    public_baseurl = "https://matrix.example.org/"
+
+    def __init__(self) -> None:
+        self.devices_deleted: defer.Deferred[None] = defer.Deferred()
+        self.tokens_deleted: list[str] = []
+        self._device_handler = types.SimpleNamespace(
+            delete_all_devices_for_user=lambda user_id: self.devices_deleted
+        )
+        self._auth_handler = types.SimpleNamespace(
+            delete_access_tokens_for_user=self._delete_tokens
+        )
+
+    async def _delete_tokens(self, user_id: str) -> None:
+        self.tokens_deleted.append(user_id)
+
+    def run_as_background_process(
+        self, desc: str, func: Callable[..., Coroutine[Any, Any, None]], *args: Any
+    ) -> defer.Deferred[None]:
+        return defer.ensureDeferred(func(*args))
+
+
+def test_an_unblock_waits_for_the_sessions_its_block_is_ending() -> None:
+    """Lifted first, the block would let its owner log in again, and the sessions
+    still being ended would take the new one with them."""
+    clock = task.Clock()
+    clock.advance(1_800_000_000)
+    api = SessionsApi()
+    context = GuardContext(
+        cast(ModuleApi, api), GuardConfig(), new_store(clock), AuditLog("main"), clock
+    )
+    guard = Blocking(context, BlockRegistry(), Readiness(clock, "the blocks"))
+    run(guard.block_by_admin(ALICE, "@admin:example.org", "why", 0, None))
+    assert api.tokens_deleted == []  # still deleting the devices
+
+    unblocked = defer.ensureDeferred(
+        guard.unblock_by_admin(ALICE, "@admin:example.org", "ok", None)
+    )
+    assert not unblocked.called
+    api.devices_deleted.callback(None)
+    assert api.tokens_deleted == [ALICE]  # the old sessions are gone, then...
+    assert unblocked.called  # ...the block is lifted
     assert guard.registry.in_force(ALICE, int(clock.seconds() * 1000)) is None
