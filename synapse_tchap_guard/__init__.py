@@ -42,6 +42,7 @@ from synapse_tchap_guard.shared_counts import SharedCounts
 from synapse_tchap_guard.step_up import StepUpResource
 from synapse_tchap_guard.store import GuardStore
 from synapse_tchap_guard.store.database import Database
+from synapse_tchap_guard.store.lanes import Lanes
 
 __version__ = "0.1.0"
 __all__ = ["TchapGuard"]
@@ -70,7 +71,11 @@ class TchapGuard:
         self._config = config
         node = api.worker_name or "main"
         clock: Any = reactor  # Twisted's interfaces confuse mypy about `self`
-        database = Database(api, node, Readiness(clock, "its tables"))
+        lanes = Lanes(
+            clock,
+            lambda work: api.run_as_background_process("tchap_guard_waited_on", work),
+        )
+        database = Database(api, node, Readiness(clock, "its tables"), lanes)
         self._context = context = GuardContext(
             api, config, GuardStore(database), AuditLog(node), clock
         )

@@ -2,8 +2,9 @@
 
 The public module API has no way to end an account's sessions, to know which request
 is being authenticated, to see how a response ended and what it sent, to
-re-authenticate a user, to pick a transaction's isolation level, to tell the database
-engines apart, or to share counts between processes through Synapse's Redis.
+re-authenticate a user, to pick a transaction's isolation level, to bound a
+statement's time, to tell the database engines apart, or to share counts between
+processes through Synapse's Redis.
 Those few touches live here, and `check_internals` runs when the module loads so that
 a Synapse upgrade that moves them stops the homeserver at start-up with a clear
 message instead of failing on a user's request. The integration tests exercise each
@@ -12,12 +13,14 @@ of them on the pinned Synapse.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import inspect
 import pkgutil
 import re
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeGuard, TypeVar
 
 import attr
@@ -108,6 +111,8 @@ def check_internals(api: ModuleApi) -> None:
     ):
         if not hasattr(getattr(config, section, None), key):
             missing.append(f"ModuleApi._hs.config.{section}.{key}")
+    if "txn" not in getattr(LoggingTransaction, "__slots__", ()):
+        missing.append("LoggingTransaction.txn")  # the cursor, for SQLite's timeout
     fields = {field.name for field in attr.fields(ContextRequest)}
     missing += [
         f"ContextRequest.{name}"
@@ -159,6 +164,13 @@ def wake(waiter: defer.Deferred[Any], result: Any = None) -> None:
     if not waiter.called:
         with PreserveLoggingContext():
             waiter.callback(result)
+
+
+def wake_with(waiter: defer.Deferred[Any], error: Exception) -> None:
+    """`wake`, raising `error` in the waiter."""
+    if not waiter.called:
+        with PreserveLoggingContext():
+            waiter.errback(error)
 
 
 def request_info(request: ContextRequest | None) -> RequestInfo | None:
@@ -467,3 +479,58 @@ def redis_eval(
 def is_postgres(txn: LoggingTransaction) -> bool:
     engine: Any = txn.database_engine
     return isinstance(engine, PostgresEngine)
+
+
+class StatementCancelled(Exception):
+    """A statement ran past its time and the database cancelled it.
+
+    Not a database error on purpose: Synapse retries a transaction that fails with
+    the driver's `OperationalError` (which PostgreSQL's cancellation is) up to five
+    times, and a cancelled statement must not wait five times as long.
+    """
+
+
+# PostgreSQL's SQLSTATE for a statement cancelled by `statement_timeout`.
+_QUERY_CANCELED = "57014"
+# How many SQLite virtual machine instructions between two looks at the clock.
+_SQLITE_CHECK_EVERY = 1000
+
+
+@contextlib.contextmanager
+def statement_timeout(txn: LoggingTransaction, ms: int | None) -> Iterator[None]:
+    """Within the block, each statement of the transaction is cancelled after `ms`
+    (raising `StatementCancelled`): on PostgreSQL by `SET LOCAL statement_timeout`,
+    which also bounds waiting for a lock; on SQLite by a progress handler on the
+    connection (`txn.txn` is the DB-API cursor), removed when the block ends."""
+    if ms is None:
+        yield
+        return
+    if is_postgres(txn):
+        txn.execute(f"SET LOCAL statement_timeout = {int(ms)}")
+        try:
+            yield
+        except Exception as error:
+            if getattr(error, "pgcode", None) == _QUERY_CANCELED:
+                raise StatementCancelled(str(error)) from error
+            raise
+        return
+    cursor: Any = txn.txn  # sqlite3's
+    connection = cursor.connection
+    deadline = time.monotonic() + ms / 1000
+    tripped = []
+
+    def past_deadline() -> bool:
+        if time.monotonic() > deadline:
+            tripped.append(True)
+            return True  # SQLite interrupts the statement
+        return False
+
+    connection.set_progress_handler(past_deadline, _SQLITE_CHECK_EVERY)
+    try:
+        yield
+    except Exception as error:
+        if tripped:
+            raise StatementCancelled(str(error)) from error
+        raise
+    finally:
+        connection.set_progress_handler(None, 0)

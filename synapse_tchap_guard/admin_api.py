@@ -8,7 +8,9 @@ recent actions are personal data.
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from synapse.module_api import (
@@ -22,21 +24,25 @@ from synapse.module_api import (
 from synapse.module_api.errors import Codes, ConfigError, SynapseError
 
 from synapse_tchap_guard import _synapse_internals as internals
-from synapse_tchap_guard import policy
+from synapse_tchap_guard import policy, responses
 from synapse_tchap_guard.audit import AuditEvent, describe_block, format_timestamp
 from synapse_tchap_guard.blocks import Blocking
 from synapse_tchap_guard.config import is_user_id, parse_duration
 from synapse_tchap_guard.context import GuardContext
 from synapse_tchap_guard.controls import Control
+from synapse_tchap_guard.inputs import quoted, unstorable
 from synapse_tchap_guard.live_counts import LiveCounts
 from synapse_tchap_guard.model import AlreadyBlocked
+from synapse_tchap_guard.store import StoreUnavailable
+
+logger = logging.getLogger(__name__)
 
 PREFIX = "/_synapse/client/tchap_guard/admin/v1"
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 MAX_REASON = 1000
 RECENT = 50
-_DIGITS = re.compile("[0-9]+")
+_DIGITS = re.compile("[0-9]{1,19}")  # more is out of range (and slow to convert)
 
 
 class AdminResource(DirectServeJsonResource):
@@ -57,6 +63,25 @@ class AdminResource(DirectServeJsonResource):
         self._live_counts = live_counts
 
     async def _async_render_GET(self, request: SynapseRequest) -> tuple[int, JsonDict]:
+        return await self._answer(self._get, request)
+
+    async def _async_render_POST(self, request: SynapseRequest) -> tuple[int, JsonDict]:
+        return await self._answer(self._post, request)
+
+    async def _answer(
+        self,
+        endpoint: Callable[[SynapseRequest], Awaitable[tuple[int, JsonDict]]],
+        request: SynapseRequest,
+    ) -> tuple[int, JsonDict]:
+        """An endpoint's answer; when the guard's tables cannot answer, a 503 with
+        `Retry-After`, never a 500."""
+        try:
+            return await endpoint(request)
+        except StoreUnavailable as error:
+            logger.error("tchap_guard admin API: the tables did not answer: %s", error)
+            raise responses.tables_unavailable() from None
+
+    async def _get(self, request: SynapseRequest) -> tuple[int, JsonDict]:
         admin = await self._authenticate(request)
         route = _route(request)
         if route == ["blocks"]:
@@ -65,7 +90,7 @@ class AdminResource(DirectServeJsonResource):
             return 200, await self._show_account(await self._account(route[1]), admin)
         raise _unknown_endpoint(request)
 
-    async def _async_render_POST(self, request: SynapseRequest) -> tuple[int, JsonDict]:
+    async def _post(self, request: SynapseRequest) -> tuple[int, JsonDict]:
         admin = await self._authenticate(request)
         route = _route(request)
         if len(route) == 3 and route[0] == "accounts" and route[2] == "block":
@@ -93,8 +118,12 @@ class AdminResource(DirectServeJsonResource):
     async def _show_account(self, user_id: str, admin: str) -> JsonDict:
         context = self._context
         store = context.store
-        for counts in self._live_counts:  # what this process counted, in the tables
-            await counts.flush()
+
+        async def flush_all() -> None:  # what this process counted, in the tables
+            for counts in self._live_counts:
+                await counts.flush()
+
+        await store.database.lanes.wait_briefly(flush_all)
         now = context.now()
         block = await store.blocks.in_force_for(user_id, now)
         marks = await store.accounts.marks(user_id)
@@ -143,6 +172,25 @@ class AdminResource(DirectServeJsonResource):
                 duration = parse_duration(body["duration"], ("duration",))
             except ConfigError as e:
                 raise SynapseError(400, e.msg, Codes.INVALID_PARAM) from None
+        block_admin = body.get("block_admin", False)
+        if not isinstance(block_admin, bool):
+            raise SynapseError(
+                400, "block_admin: use true or false", Codes.INVALID_PARAM
+            )
+        if user_id == admin:
+            # It would lock the admin out of the API that lifts it.
+            raise SynapseError(
+                403,
+                "You cannot block yourself: ask another server admin",
+                Codes.FORBIDDEN,
+            )
+        if not block_admin and await self._api.is_user_admin(user_id):
+            raise SynapseError(
+                403,
+                f"{user_id} is a server admin: a block would lock it out of this API"
+                ' too. To block it anyway, send "block_admin": true',
+                Codes.FORBIDDEN,
+            )
         info = internals.request_info(internals.current_request())
         try:
             block = await self._blocking.block_by_admin(
@@ -187,7 +235,7 @@ class AdminResource(DirectServeJsonResource):
         if not is_user_id(raw):
             raise SynapseError(
                 400,
-                f"{raw!r} is not a user id (use @alice:example.org)",
+                f"{quoted(raw)} is not a user id (use @alice:example.org)",
                 Codes.INVALID_PARAM,
             )
         user = UserID.from_string(raw)
@@ -244,7 +292,7 @@ def _int_arg(
     if not _DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
         raise SynapseError(
             400,
-            f"{name}: {raw!r} is not a whole number from {low} to {high}",
+            f"{name}: {quoted(raw)} is not a whole number from {low} to {high}",
             Codes.INVALID_PARAM,
         )
     return int(raw)
@@ -260,6 +308,9 @@ def _reason(body: JsonDict) -> str:
         raise SynapseError(
             400, f"reason: at most {MAX_REASON} characters", Codes.INVALID_PARAM
         )
+    problem = unstorable(reason)
+    if problem is not None:
+        raise SynapseError(400, f"reason: {problem}", Codes.INVALID_PARAM)
     return reason.strip()
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import attr
 
 from synapse_tchap_guard.config import format_duration
+from synapse_tchap_guard.inputs import one_line
 from synapse_tchap_guard.model import Block
 
 EVENTS_LOGGER = "synapse_tchap_guard.events"
@@ -153,7 +154,11 @@ class AuditLog:
         level = logging.WARNING if event.outcome == "failure" else logging.INFO
         if event.action == "database_error":
             level = logging.ERROR
-        logger.log(level, "%s", event.message, extra={_RECORD_FIELD: document})
+        # The main log gets the message on one line, whatever it quotes (an admin's
+        # reason, a target); the events file gets the document, JSON-escaped.
+        logger.log(
+            level, "%s", one_line(event.message), extra={_RECORD_FIELD: document}
+        )
         return document
 
 

@@ -21,6 +21,7 @@ from synapse_tchap_guard import responses
 from synapse_tchap_guard.audit import AuditEvent, RequestInfo, describe_block
 from synapse_tchap_guard.context import GuardContext
 from synapse_tchap_guard.controls import Control
+from synapse_tchap_guard.inputs import one_line
 from synapse_tchap_guard.model import AlreadyBlocked, Block, NewBlock
 from synapse_tchap_guard.policy import Decision, Verdict
 from synapse_tchap_guard.readiness import Readiness
@@ -162,7 +163,7 @@ class Blocking:
             await internals.end_sessions(self._context.api, block.user_id, devices)
         except Exception:
             logger.exception(
-                "tchap_guard could not end the sessions of %s", block.user_id
+                "tchap_guard could not end the sessions of %s", one_line(block.user_id)
             )
             return
         await self._context.report(
@@ -261,10 +262,11 @@ class Blocking:
         started = self._context.now()
         try:
             blocks = await self._context.store.blocks.in_force(started)
-        except StoreUnavailable:
+        except StoreUnavailable as error:
             if not self._reload_failing:
-                logger.exception(
-                    "tchap_guard cannot reload blocks; keeping the last known"
+                logger.error(
+                    "tchap_guard cannot reload blocks; keeping the last known: %s",
+                    error,
                 )
             self._reload_failing = True
             return

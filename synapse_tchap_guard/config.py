@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import attr
 from synapse.module_api.errors import ConfigError
 
+from synapse_tchap_guard.inputs import quoted
 from synapse_tchap_guard.policy import Counting, Limit, Quota, StepUp, Threshold
 
 SECOND_MS = 1000
@@ -33,11 +34,20 @@ _DURATION_UNITS = {
 }
 _SIZE_UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 _USER_ID = re.compile(r"^@[^:\s]+:[^\s]+$")
+MAX_USER_ID = 255
 
 DURATION_HELP = "use a number of milliseconds or 30s, 10m, 1h, 1d, 1w, 1y"
 # Longer is surely a typo, and would not fit the timestamps the guard stores.
 MAX_DURATION_MS = 100 * 365 * DAY_MS
 SIZE_HELP = "use a number of bytes or 500K, 20M, 2G, 1T"
+# Shorter is surely milliseconds meant as seconds (a bare number is milliseconds).
+MIN_WINDOW_MS = SECOND_MS
+# Above these, a maximum is surely a typo (and would overflow nothing, but mean nothing).
+MAX_COUNT = 10**9
+MAX_BYTES = 1024**5  # 1024T
+# More requests a second than one Synapse process serves (see the README's Speed):
+# a block threshold that needs more can never be reached.
+MAX_REACHABLE_PER_SECOND = 1000
 
 
 class Mode(enum.Enum):
@@ -102,7 +112,9 @@ DEFAULT_SMALL_THUMBNAILS = SmallThumbnails(
 # the June 2026 attack read 643,000.
 DEFAULT_MESSAGE_HISTORY = Quota(
     limits=(Limit(HOUR_MS, max=5000), Limit(DAY_MS, max=20000)),
-    block_at=Threshold(HOUR_MS, 300),
+    # Requests refused (each room once: a client retrying the same room never
+    # blocks its owner) that block the account.
+    block_at=Threshold(HOUR_MS, 30, Counting.REFUSALS),
     max_per_request=1000,  # Synapse's own cap on `/messages`
 )
 
@@ -152,35 +164,57 @@ class GuardConfig:
 
 
 def parse_config(raw: Any) -> GuardConfig:
-    """Build the guard's config from the module's `config:` mapping."""
+    """Build the guard's config from the module's `config:` mapping.
+
+    An absent key keeps its default. `null` turns off what it names (a control, its
+    limits, its block threshold, a limit's `max` or `max_bytes`), and is refused,
+    with the key named, where nothing can be turned off.
+    """
     top = _Section(raw, ())
     config = GuardConfig(
         mode=top.choice("mode", Mode, Mode.ENFORCE),
-        exempt_users=top.get("exempt_users", _parse_user_ids, frozenset()),
+        exempt_users=top.get(
+            "exempt_users", _parse_user_ids, frozenset(), off=frozenset()
+        ),
         on_error=top.choice("on_error", OnError, OnError.ALLOW),
         public_room_joins=top.get(
             "public_room_joins",
             _quota_parser(DEFAULT_PUBLIC_ROOM_JOINS),
             DEFAULT_PUBLIC_ROOM_JOINS,
+            off=Quota(),
         ),
         media_downloads=top.get(
             "media_downloads",
             _quota_parser(DEFAULT_MEDIA_DOWNLOADS, allow_bytes=True),
             DEFAULT_MEDIA_DOWNLOADS,
+            off=Quota(),
+        ),
+        directory=top.get(
+            "directory", _parse_directory, _DEFAULT_DIRECTORY_OR_NONE, off=None
+        ),
+        blocking=top.get(
+            "blocking",
+            _parse_blocking,
+            BlockingConfig(),
+            off=_NotOff("to never block, set block_at: null in each control"),
         ),
         message_history=top.get(
             "message_history",
             _quota_parser(DEFAULT_MESSAGE_HISTORY),
             DEFAULT_MESSAGE_HISTORY,
+            off=Quota(),
         ),
+        # null: no thumbnail has a quota of its own, all count as downloads.
         small_thumbnails=top.get(
-            "small_thumbnails", _parse_small_thumbnails, DEFAULT_SMALL_THUMBNAILS
+            "small_thumbnails",
+            _parse_small_thumbnails,
+            DEFAULT_SMALL_THUMBNAILS,
+            off=SmallThumbnails(0, Quota()),
         ),
-        directory=top.get("directory", _parse_directory, _DEFAULT_DIRECTORY_OR_NONE),
-        blocking=top.get("blocking", _parse_blocking, BlockingConfig()),
         retention_ms=top.get("retention", _positive_duration, 90 * DAY_MS),
     )
     top.reject_unknown()
+    _check_retention(config, "retention" in top.raw)
     return config
 
 
@@ -196,11 +230,13 @@ def parse_duration(value: Any, path: tuple[str, ...]) -> int:
         match = re.fullmatch(r"\s*([0-9]+)\s*([smhdwy]?)\s*", value)
         if match:
             number, unit = match.groups()
+            if _too_many_digits(number):
+                raise _error(path, f"{quoted(value)} is too long (at most 100y)")
             ms = int(number) * (_DURATION_UNITS[unit] if unit else 1)
     if ms is None:
-        raise _error(path, f"{value!r} is not a duration ({DURATION_HELP})")
+        raise _error(path, f"{quoted(value)} is not a duration ({DURATION_HELP})")
     if ms > MAX_DURATION_MS:
-        raise _error(path, f"{value!r} is too long (at most 100y)")
+        raise _error(path, f"{quoted(value)} is too long (at most 100y)")
     return ms
 
 
@@ -212,8 +248,16 @@ def parse_size(value: Any, path: tuple[str, ...]) -> int:
         match = re.fullmatch(r"\s*([0-9]+)\s*([KMGT]?)\s*", value)
         if match:
             number, unit = match.groups()
+            if _too_many_digits(number):
+                raise _error(path, f"{quoted(value)} is too large")
             return int(number) * (_SIZE_UNITS[unit] if unit else 1)
-    raise _error(path, f"{value!r} is not a size ({SIZE_HELP})")
+    raise _error(path, f"{quoted(value)} is not a size ({SIZE_HELP})")
+
+
+def _too_many_digits(number: str) -> bool:
+    """More digits than any sensible value has (Python refuses to convert more than
+    4300 of them, and no duration or size needs 19)."""
+    return len(number.lstrip("0")) > 18
 
 
 def format_size(size: int) -> str:
@@ -226,8 +270,14 @@ def format_size(size: int) -> str:
 
 
 def is_user_id(value: Any) -> bool:
-    """Shaped like `@localpart:server` (Synapse checks the rest where it matters)."""
-    return isinstance(value, str) and _USER_ID.match(value) is not None
+    """Shaped like `@localpart:server`, printable, at most 255 characters as the spec
+    wants (Synapse checks the rest where it matters)."""
+    return (
+        isinstance(value, str)
+        and len(value) <= MAX_USER_ID
+        and value.isprintable()
+        and _USER_ID.match(value) is not None
+    )
 
 
 def format_duration(ms: int) -> str:
@@ -247,12 +297,22 @@ T = TypeVar("T")
 E = TypeVar("E", bound=enum.Enum)
 
 
+@attr.frozen
+class _NotOff:
+    """A key that cannot be turned off: null is refused, saying why."""
+
+    why: str = "it has no off; leave it out for the default"
+
+
+NOT_OFF = _NotOff()
+
+
 class _Section:
     """A mapping being read, that remembers its path and which keys were used."""
 
     def __init__(self, raw: Any, path: tuple[str, ...]) -> None:
-        if raw is None:
-            raw = {}
+        if raw is None and not path:
+            raw = {}  # `config:` left empty: the defaults
         if not isinstance(raw, Mapping):
             raise _error(path, f"expected a mapping of keys, got {_kind(raw)}")
         self.raw = raw
@@ -260,12 +320,23 @@ class _Section:
         self.used: set[str] = set()
 
     def get(
-        self, key: str, parse: Callable[[Any, tuple[str, ...]], T], default: T
+        self,
+        key: str,
+        parse: Callable[[Any, tuple[str, ...]], T],
+        default: T,
+        off: T | _NotOff = NOT_OFF,
     ) -> T:
+        """The key's value parsed, `default` if absent, and `off` if null (null is
+        refused where nothing can be turned off)."""
         self.used.add(key)
         if key not in self.raw:
             return default
-        return parse(self.raw[key], (*self.path, key))
+        path = (*self.path, key)
+        if self.raw[key] is None:
+            if isinstance(off, _NotOff):
+                raise _error(path, f"cannot be null ({off.why})")
+            return off
+        return parse(self.raw[key], path)
 
     def choice(self, key: str, kind: type[E], default: E) -> E:
         def parse(value: Any, path: tuple[str, ...]) -> E:
@@ -273,7 +344,7 @@ class _Section:
                 if value == member.value:
                     return member
             accepted = " or ".join(repr(m.value) for m in kind)
-            raise _error(path, f"{value!r} is not accepted (use {accepted})")
+            raise _error(path, f"{quoted(value)} is not accepted (use {accepted})")
 
         return self.get(key, parse, default)
 
@@ -283,7 +354,7 @@ class _Section:
                 accepted = ", ".join(sorted(self.used))
                 raise _error(
                     (*self.path, str(key)),
-                    f"unknown key {str(key)!r} (accepted here: {accepted})",
+                    f"unknown key {quoted(str(key))} (accepted here: {accepted})",
                 )
 
 
@@ -303,23 +374,34 @@ def _quota_parser(
 
 
 def _read_quota(section: _Section, default: Quota, allow_bytes: bool = False) -> Quota:
+    """A control's `limits` and `block_at` (and `max_per_request`, if its default has
+    one), with the checks that make them mean something."""
+    path = section.path
     limits = section.get(
-        "limits", lambda v, p: _parse_limits(v, p, allow_bytes), default.limits
+        "limits",
+        lambda v, p: _parse_limits(v, p, allow_bytes),
+        default.limits,
+        off=(),
     )
-    block_at = section.get("block_at", _parse_threshold, default.block_at)
+    block_at = section.get("block_at", _parse_threshold, default.block_at, off=None)
     max_per_request = default.max_per_request
     if default.max_per_request is not None:
         max_per_request = section.get(
-            "max_per_request", _positive_int, default.max_per_request
+            "max_per_request", _maximum, default.max_per_request, off=None
         )
+    if block_at is not None:
+        given = "block_at" in section.raw
+        _check_reachable(block_at, (*path, "block_at"), given)
+        if default.block_at is not None:  # it counts what the default counts
+            block_at = attr.evolve(block_at, counts=default.block_at.counts)
+        if block_at.counts is Counting.ATTEMPTS:
+            _check_above_limits(block_at, limits, (*path, "block_at"), given)
     return Quota(limits=limits, block_at=block_at, max_per_request=max_per_request)
 
 
 def _parse_limits(
     raw: Any, path: tuple[str, ...], allow_bytes: bool
 ) -> tuple[Limit, ...]:
-    if raw is None:
-        return ()
     if not isinstance(raw, list):
         raise _error(
             path, f"expected a list like [{{window: 1h, max: 10}}], got {_kind(raw)}"
@@ -327,9 +409,13 @@ def _parse_limits(
     limits = []
     for index, item in enumerate(raw):
         section = _Section(item, (*path, str(index)))
-        window = section.get("window", _positive_duration, None)
-        count = section.get("max", _positive_int, None)
-        size = section.get("max_bytes", _positive_size, None) if allow_bytes else None
+        window = section.get("window", _window, None)
+        count = section.get("max", _maximum, None, off=None)
+        size = (
+            section.get("max_bytes", _maximum_size, None, off=None)
+            if allow_bytes
+            else None
+        )
         section.reject_unknown()
         if window is None:
             raise _error(section.path, "every limit needs a window (e.g. window: 1h)")
@@ -340,12 +426,10 @@ def _parse_limits(
     return tuple(limits)
 
 
-def _parse_threshold(raw: Any, path: tuple[str, ...]) -> Threshold | None:
-    if raw is None:
-        return None
+def _parse_threshold(raw: Any, path: tuple[str, ...]) -> Threshold:
     section = _Section(raw, path)
-    window = section.get("window", _positive_duration, None)
-    count = section.get("max", _positive_int, None)
+    window = section.get("window", _window, None)
+    count = section.get("max", _maximum, None)
     section.reject_unknown()
     if window is None or count is None:
         raise _error(
@@ -358,35 +442,40 @@ def _parse_directory(raw: Any, path: tuple[str, ...]) -> DirectoryConfig | None:
     section = _Section(raw, path)
     default = DEFAULT_DIRECTORY.quota
     assert default.step_up is not None
-    free = section.get("free", _parse_budget, None) or default.limits[0]
-    after = (
-        section.get("after_step_up", _parse_budget, None) or default.step_up.limits[0]
+    no_off = _NotOff("a step-up needs a budget; `directory: null` lifts them all")
+    free = section.get("free", _parse_budget, default.limits[0], off=None)
+    after = section.get(
+        "after_step_up", _parse_budget, default.step_up.limits[0], off=no_off
     )
     valid_for = section.get(
-        "step_up_valid_for", _positive_duration, default.step_up.valid_for_ms
+        "step_up_valid_for",
+        _positive_duration,
+        default.step_up.valid_for_ms,
+        off=no_off,
     )
-    block_at = section.get("block_at", _parse_threshold, default.block_at)
+    block_at = section.get("block_at", _parse_threshold, default.block_at, off=None)
     failed = section.get(
         "failed_step_ups_block_at",
         _parse_threshold,
         DEFAULT_DIRECTORY.failed_step_ups.block_at,
+        off=None,
     )
     min_length = section.get(
-        "min_search_length", _positive_int, DEFAULT_DIRECTORY.min_search_length
+        "min_search_length", _maximum, DEFAULT_DIRECTORY.min_search_length
     )
     per_search = section.get(
-        "new_people_per_search", _positive_int, DEFAULT_DIRECTORY.new_people_per_search
+        "new_people_per_search", _maximum, DEFAULT_DIRECTORY.new_people_per_search
     )
     section.reject_unknown()
-    if "free" in section.raw and section.raw["free"] is None:
+    for key, threshold in (
+        ("block_at", block_at),
+        ("failed_step_ups_block_at", failed),
+    ):
+        if threshold is not None:
+            _check_reachable(threshold, (*path, key), key in section.raw)
+    if free is None:
         return None  # `free: null`: discovering the directory is not limited
-    assert free.max is not None and after.max is not None
-    if after.max < free.max:
-        raise _error(
-            (*path, "after_step_up", "max_profiles"),
-            f"{after.max} is below free.max_profiles ({free.max}):"
-            " a step-up must not lower the budget",
-        )
+    _check_step_up_budget(free, after, path)
     return DirectoryConfig(
         quota=Quota(
             limits=(free,),
@@ -401,12 +490,10 @@ def _parse_directory(raw: Any, path: tuple[str, ...]) -> DirectoryConfig | None:
     )
 
 
-def _parse_budget(raw: Any, path: tuple[str, ...]) -> Limit | None:
-    if raw is None:
-        return None
+def _parse_budget(raw: Any, path: tuple[str, ...]) -> Limit:
     section = _Section(raw, path)
-    window = section.get("window", _positive_duration, None)
-    count = section.get("max_profiles", _positive_int, None)
+    window = section.get("window", _window, None)
+    count = section.get("max_profiles", _maximum, None)
     section.reject_unknown()
     if window is None or count is None:
         raise _error(
@@ -419,7 +506,7 @@ def _parse_budget(raw: Any, path: tuple[str, ...]) -> Limit | None:
 def _parse_small_thumbnails(raw: Any, path: tuple[str, ...]) -> SmallThumbnails:
     section = _Section(raw, path)
     default = DEFAULT_SMALL_THUMBNAILS
-    max_size = section.get("max_size", _positive_int, default.max_size)
+    max_size = section.get("max_size", _maximum, default.max_size)
     quota = _read_quota(section, default.quota)
     section.reject_unknown()
     return SmallThumbnails(max_size, quota)
@@ -436,15 +523,13 @@ def _parse_blocking(raw: Any, path: tuple[str, ...]) -> BlockingConfig:
 
 
 def _parse_user_ids(raw: Any, path: tuple[str, ...]) -> frozenset[str]:
-    if raw is None:
-        return frozenset()
     if not isinstance(raw, list):
         raise _error(path, f"expected a list of user ids, got {_kind(raw)}")
     for index, user_id in enumerate(raw):
         if not is_user_id(user_id):
             raise _error(
                 (*path, str(index)),
-                f"{user_id!r} is not a user id (use the form @alice:example.org)",
+                f"{quoted(user_id)} is not a user id (use the form @alice:example.org)",
             )
     return frozenset(raw)
 
@@ -452,27 +537,143 @@ def _parse_user_ids(raw: Any, path: tuple[str, ...]) -> frozenset[str]:
 def _positive_duration(raw: Any, path: tuple[str, ...]) -> int:
     value = parse_duration(raw, path)
     if value <= 0:
-        raise _error(path, f"{raw!r} must be longer than zero ({DURATION_HELP})")
+        raise _error(path, f"{quoted(raw)} must be longer than zero ({DURATION_HELP})")
     return value
 
 
-def _positive_size(raw: Any, path: tuple[str, ...]) -> int:
+def _window(raw: Any, path: tuple[str, ...]) -> int:
+    value = _positive_duration(raw, path)
+    if value < MIN_WINDOW_MS:
+        raise _error(
+            path,
+            f"{quoted(raw)} is under a second: a bare number is milliseconds"
+            " (write 30s, 10m, 1h)",
+        )
+    return value
+
+
+def _maximum_size(raw: Any, path: tuple[str, ...]) -> int:
     value = parse_size(raw, path)
     if value <= 0:
-        raise _error(path, f"{raw!r} must be more than zero bytes ({SIZE_HELP})")
+        raise _error(path, f"{quoted(raw)} must be more than zero bytes ({SIZE_HELP})")
+    if value > MAX_BYTES:
+        raise _error(path, f"{quoted(raw)} is more than {format_size(MAX_BYTES)}")
     return value
 
 
-def _positive_int(raw: Any, path: tuple[str, ...]) -> int:
-    if type(raw) is int and raw > 0:
-        return raw
-    raise _error(path, f"{raw!r} is not a whole number above zero")
+def _maximum(raw: Any, path: tuple[str, ...]) -> int:
+    if type(raw) is not int or raw <= 0:
+        raise _error(path, f"{quoted(raw)} is not a whole number above zero")
+    if raw > MAX_COUNT:
+        raise _error(path, f"{quoted(raw)} is more than {MAX_COUNT:,}: surely a typo")
+    return raw
 
 
 def _parse_bool(raw: Any, path: tuple[str, ...]) -> bool:
     if isinstance(raw, bool):
         return raw
-    raise _error(path, f"{raw!r} is not accepted (use true or false)")
+    raise _error(path, f"{quoted(raw)} is not accepted (use true or false)")
+
+
+# --- combinations ------------------------------------------------------------------
+
+
+def _check_reachable(threshold: Threshold, path: tuple[str, ...], given: bool) -> None:
+    """A threshold that needs more requests a second than a Synapse process serves
+    can never block anyone."""
+    per_second = threshold.max * SECOND_MS / threshold.window_ms
+    if per_second > MAX_REACHABLE_PER_SECOND:
+        raise _error(
+            path,
+            f"{_threshold_text(threshold, given)} would take {per_second:,.0f}"
+            f" requests a second from one account, more than a Synapse process"
+            f" serves ({MAX_REACHABLE_PER_SECOND:,}): it can never be reached."
+            " Use a longer window or a lower max",
+        )
+
+
+def _check_above_limits(
+    threshold: Threshold, limits: tuple[Limit, ...], path: tuple[str, ...], given: bool
+) -> None:
+    """A threshold counting attempts must lie beyond what the limits serve in its
+    window; at or below it, it blocks an account the limits never refused."""
+    bound = _served_at_most(limits, threshold.window_ms)
+    if bound is None:
+        return  # no limit counts requests: blocking is the only rule
+    most, index = bound
+    if threshold.max <= most:
+        window = format_duration(threshold.window_ms)
+        raise _error(
+            path,
+            f"{_threshold_text(threshold, given)} is at or below what the limits"
+            f" serve in {window} ({most}, by limits.{index}): it would block an"
+            f" account that was never refused. Set max above {most}",
+        )
+
+
+def _served_at_most(
+    limits: tuple[Limit, ...], window_ms: int
+) -> tuple[int, int] | None:
+    """The most requests the limits serve one account in any `window_ms`, and the
+    index of the limit that bounds it (None if no limit counts requests). A limit of
+    `max` per window serves at most `max` in each of the windows the span covers."""
+    bound = None
+    for index, limit in enumerate(limits):
+        if limit.max is None:
+            continue
+        most = limit.max * -(-window_ms // limit.window_ms)
+        if bound is None or most < bound[0]:
+            bound = (most, index)
+    return bound
+
+
+def _check_step_up_budget(free: Limit, after: Limit, path: tuple[str, ...]) -> None:
+    """A step-up lifts the budget: a shorter window would make it a different rate,
+    and a lower max would lower it."""
+    assert free.max is not None and after.max is not None
+    if after.window_ms < free.window_ms:
+        raise _error(
+            (*path, "after_step_up", "window"),
+            f"{format_duration(after.window_ms)} is shorter than free.window"
+            f" ({format_duration(free.window_ms)}): a step-up lifts the budget of"
+            " the same window. Use a window of at least"
+            f" {format_duration(free.window_ms)}",
+        )
+    if after.max < free.max:
+        raise _error(
+            (*path, "after_step_up", "max_profiles"),
+            f"{after.max} is below free.max_profiles ({free.max}):"
+            " a step-up must not lower the budget",
+        )
+
+
+def _check_retention(config: GuardConfig, given: bool) -> None:
+    """The audit trail explains the counts: it must outlive the longest window."""
+    windows = [
+        (config.public_room_joins.longest_window_ms, "public_room_joins"),
+        (config.media_downloads.longest_window_ms, "media_downloads"),
+    ]
+    if config.directory is not None:
+        windows += [
+            (config.directory.quota.longest_window_ms, "directory"),
+            (config.directory.failed_step_ups.longest_window_ms, "directory"),
+        ]
+    longest, control = max(windows)
+    if config.retention_ms < longest:
+        default = "" if given else " (the default)"
+        raise _error(
+            ("retention",),
+            f"{format_duration(config.retention_ms)}{default} is shorter than the"
+            f" longest window counted ({format_duration(longest)}, in {control}):"
+            " the audit trail would be gone before the counts it explains. Use at"
+            f" least {format_duration(longest)}",
+        )
+
+
+def _threshold_text(threshold: Threshold, given: bool) -> str:
+    window = format_duration(threshold.window_ms)
+    default = "" if given else " (the default)"
+    return f"max {threshold.max} in {window}{default}"
 
 
 def _error(path: tuple[str, ...], message: str) -> ConfigError:

@@ -14,6 +14,7 @@ from synapse_tchap_guard import responses
 from synapse_tchap_guard.audit import AuditEvent, AuditLog, RequestInfo
 from synapse_tchap_guard.clock import Clock, now_ms
 from synapse_tchap_guard.config import GuardConfig, OnError
+from synapse_tchap_guard.inputs import one_line
 from synapse_tchap_guard.model import Row
 from synapse_tchap_guard.store import GuardStore, StoreUnavailable
 
@@ -62,7 +63,9 @@ class GuardContext:
             await self.store.audit.insert(events)
         except StoreUnavailable as error:
             logger.error(
-                "tchap_guard could not store %d audit event(s): %s", len(events), error
+                "tchap_guard could not store %d audit event(s): %s",
+                len(events),
+                error,  # a StoreUnavailable's text is one line
             )
         self.emit(events)
 
@@ -96,7 +99,10 @@ class GuardContext:
         raise the 503 the client gets."""
         allow = self.config.on_error is OnError.ALLOW
         logger.error(
-            "tchap_guard could not judge %s for %s: %s", control, user_id, error
+            "tchap_guard could not judge %s for %s: %s",
+            control,
+            one_line(user_id),
+            error,
         )
         self._database_error(
             user_id,
@@ -112,7 +118,9 @@ class GuardContext:
         """Rows counted in memory that the database would not take: they are dropped
         (their counts stay in memory until the process restarts), and reported."""
         logger.error(
-            "tchap_guard dropped %d row(s) it could not write: %s", len(rows), reason
+            "tchap_guard dropped %d row(s) it could not write: %s",
+            len(rows),
+            reason,  # one line, as `error_text` writes it
         )
         dropped = collections.Counter((row.user_id, row.control) for row in rows)
         # One event an account, for the first few (an outage may drop thousands).

@@ -35,6 +35,7 @@ from twisted.internet import defer
 
 from synapse_tchap_guard import _synapse_internals as internals
 from synapse_tchap_guard.audit import AuditEvent
+from synapse_tchap_guard.inputs import one_line
 from synapse_tchap_guard.model import Line, Row
 from synapse_tchap_guard.policy import AccountMarks, History, Record
 from synapse_tchap_guard.shared_counts import (
@@ -43,7 +44,8 @@ from synapse_tchap_guard.shared_counts import (
     SharedCounts,
     SharedRow,
 )
-from synapse_tchap_guard.store import GuardStore, StoreUnavailable
+from synapse_tchap_guard.store import GuardStore, StoreTimedOut, StoreUnavailable
+from synapse_tchap_guard.store.database import error_text
 from synapse_tchap_guard.turns import Turns
 
 logger = logging.getLogger(__name__)
@@ -58,7 +60,8 @@ MAX_UNWRITTEN = 100_000
 # Appends raced by other processes before this one gives up waiting its turn.
 MAX_RACES = 50
 
-# Rows the database refused for their content, and why: reported, then dropped.
+# Rows the database refused for their content, and why (one line): reported, then
+# dropped.
 OnRejected = Callable[[Sequence[Row], str], None]
 _WRITING = object()  # the turn of what writes or loads rows (see `_writing`)
 
@@ -279,8 +282,8 @@ class LiveCounts:
         since, self._checked_at = self._checked_at - WRITE_DELAY_MS, now
         try:
             changed = await self._store.accounts.marks_changed_since(since)
-        except StoreUnavailable:
-            logger.warning("tchap_guard could not check for changes", exc_info=True)
+        except StoreUnavailable as error:
+            logger.warning("tchap_guard could not check for changes: %s", error)
             return
         unwritten = {row.user_id for row in self._unwritten_rows()}
         cutoff = now - self._longest_window_ms
@@ -334,9 +337,10 @@ class LiveCounts:
             await self._store.attempts.write(rows, events)
             return [], []
         except Exception as error:  # background work: there is no request to fail
-            if not await self._database_answers():
+            # Timed out: the tables are stalled, whatever the rows hold.
+            if isinstance(error, StoreTimedOut) or not await self._database_answers():
                 return rows, events
-            reason = f"{type(error).__name__}: {error}"
+            reason = error_text(error)
         if not rows:  # cannot happen to JSON in ASCII; never retried forever either
             logger.error("tchap_guard dropped %d audit events: %s", len(events), reason)
             return [], []
@@ -479,8 +483,10 @@ class LiveCounts:
     async def _reload(self, user_id: str, account: LiveAccount) -> None:
         try:
             fresh = await self._load(user_id)
-        except StoreUnavailable:
-            logger.warning("tchap_guard could not reload %s", user_id, exc_info=True)
+        except StoreUnavailable as error:
+            logger.warning(
+                "tchap_guard could not reload %s: %s", one_line(user_id), error
+            )
             return
         fresh.used_at = account.used_at
         if self._accounts.get(user_id) is account:

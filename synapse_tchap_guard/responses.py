@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from synapse.module_api.errors import Codes, SynapseError
 
 from synapse_tchap_guard.config import format_duration, format_size
+from synapse_tchap_guard.inputs import one_line
 from synapse_tchap_guard.model import Block
 from synapse_tchap_guard.policy import Limit, Measure, Verdict
 
@@ -71,7 +72,9 @@ def account_blocked(block: Block) -> SynapseError:
         until = f"until {format_moment(block.until_ts)}"
     return SynapseError(
         401,
-        f"This account is blocked by the homeserver's security policy ({block.reason})"
+        # One line: Synapse logs the message of every error it answers.
+        f"This account is blocked by the homeserver's security policy"
+        f" ({one_line(block.reason)})"
         f" {until}. Contact your homeserver administrator if this is a mistake.",
         Codes.USER_LOCKED,
         additional_fields={"soft_logout": True},
@@ -89,6 +92,17 @@ def guard_unavailable() -> SynapseError:
     return SynapseError(
         503,
         "The homeserver cannot check this request right now. Try again in a moment.",
+        Codes.UNKNOWN,
+        headers={"Retry-After": "5"},
+    )
+
+
+def tables_unavailable() -> SynapseError:
+    """For the admin API and the step-up: the guard's tables cannot answer."""
+    return SynapseError(
+        503,
+        "The guard's tables cannot answer right now (the homeserver's log says why)."
+        " Try again in a moment.",
         Codes.UNKNOWN,
         headers={"Retry-After": "5"},
     )

@@ -18,12 +18,14 @@ from synapse.module_api import (
 from synapse.module_api.errors import SynapseError
 
 from synapse_tchap_guard import _synapse_internals as internals
+from synapse_tchap_guard import responses
 from synapse_tchap_guard.audit import AuditEvent, RequestInfo, format_timestamp
 from synapse_tchap_guard.config import format_duration
 from synapse_tchap_guard.context import STEP_UP_PATH, GuardContext
 from synapse_tchap_guard.gates.counted import Charge, CountedGate
 from synapse_tchap_guard.live_counts import LiveCounts
 from synapse_tchap_guard.policy import StepUp
+from synapse_tchap_guard.store import StoreUnavailable
 
 PATH = STEP_UP_PATH
 DESCRIPTION = "Confirm it is you, to go on looking people up in the directory"
@@ -80,7 +82,12 @@ class StepUpResource(DirectServeJsonResource):
                 "window": format_duration(budget.window_ms),
             },
         )
-        await self._context.store.accounts.record_step_up(user_id, now, until, [event])
+        try:
+            await self._context.store.accounts.record_step_up(
+                user_id, now, until, [event]
+            )
+        except StoreUnavailable:
+            raise responses.tables_unavailable() from None
         self._context.emit([event])
         self._counts.forget(user_id)  # its next lookup sees the step-up
         return {

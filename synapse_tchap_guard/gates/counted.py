@@ -14,6 +14,7 @@ import attr
 from synapse.logging.context import ContextRequest
 
 from synapse_tchap_guard import _synapse_internals as internals
+from synapse_tchap_guard import inputs
 from synapse_tchap_guard.blocks import Blocking
 from synapse_tchap_guard.context import GuardContext
 from synapse_tchap_guard.controls import Control
@@ -27,7 +28,8 @@ from synapse_tchap_guard.shared_counts import SharedCounts
 class Charge:
     """What one request costs a control."""
 
-    target: str | None  # the room, the media, the person: what the SIEM sees
+    # The room, the media, the person: what the SIEM sees, made safe to store.
+    target: str | None = attr.field(converter=attr.converters.optional(inputs.target))
     units: int = 1  # a download is one; a page of history, as many messages as it asks
     details: Mapping[str, object] = attr.Factory(dict)  # for the SIEM
 
@@ -119,7 +121,8 @@ class CountedGate:
             return line
         info = internals.request_info(request)
         if verdict.decision.escalates:
-            await self.counts.flush()  # the database has every count of it
+            # The database has every count of it (unless it does not answer in time).
+            await context.store.database.lanes.wait_briefly(self.counts.flush)
             await self._blocking.escalate(
                 user_id, control, verdict, charge.target, info, charge.details
             )
@@ -138,8 +141,9 @@ class CountedGate:
         context.emit(events)
         self.counts.report(events)
         if verdict.decision is Decision.DENY:
-            # What decided a refusal is in the database before the client hears it.
-            await self.counts.flush()
+            # What decided a refusal is in the database before the client hears it,
+            # unless the tables do not answer in time: then it is written when they do.
+            await context.store.database.lanes.wait_briefly(self.counts.flush)
             raise control.refusal(verdict, context.step_up_url)
         return line  # would_deny: served, and reported
 

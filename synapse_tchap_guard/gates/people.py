@@ -24,6 +24,7 @@ from typing import Any
 from synapse.logging.context import ContextRequest
 
 from synapse_tchap_guard import _synapse_internals as internals
+from synapse_tchap_guard import inputs
 from synapse_tchap_guard.audit import AuditEvent
 from synapse_tchap_guard.config import DirectoryConfig
 from synapse_tchap_guard.context import GuardContext
@@ -93,7 +94,8 @@ class PeopleGate:
         newcomers = 0
         shown = []
         for result in results:
-            subject = result.get("user_id") if isinstance(result, dict) else None
+            user = result.get("user_id") if isinstance(result, dict) else None
+            subject = inputs.target(user) if isinstance(user, str) else None
             if subject == user_id or gate.already_counted(account, subject):
                 shown.append(result)
             elif (

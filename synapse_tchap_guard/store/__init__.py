@@ -12,11 +12,15 @@ from synapse_tchap_guard.store.accounts import AccountStore
 from synapse_tchap_guard.store.attempts import AttemptStore
 from synapse_tchap_guard.store.audit import AuditStore
 from synapse_tchap_guard.store.blocks import BlockStore
-from synapse_tchap_guard.store.database import Database, StoreUnavailable
+from synapse_tchap_guard.store.database import (
+    Database,
+    StoreTimedOut,
+    StoreUnavailable,
+)
 from synapse_tchap_guard.store.pruning import prune
 from synapse_tchap_guard.store.schema import prepare
 
-__all__ = ["GuardStore", "StoreUnavailable"]
+__all__ = ["GuardStore", "StoreTimedOut", "StoreUnavailable"]
 
 
 class GuardStore:

@@ -57,7 +57,7 @@ class AttemptStore:
                 " tchap_guard_events LIMIT 0"
             )
 
-        await self._db.run_now("answers", txn_func)
+        await self._db.run("answers", txn_func)
 
     async def recent(self, user_id: str, limit: int) -> list[StoredLine]:
         def txn_func(txn: LoggingTransaction) -> list[StoredLine]:

@@ -91,7 +91,7 @@ MIGRATIONS: list[list[str]] = [
 async def prepare(database: Database) -> int:
     """Create or upgrade the tables; safe when several processes start together.
     Returns the schema version now in place."""
-    return await database.run_now("prepare", _prepare_txn)
+    return await database.migrate("prepare", _prepare_txn)
 
 
 def _prepare_txn(txn: LoggingTransaction) -> int:

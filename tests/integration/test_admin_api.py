@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from urllib.parse import quote
 
 import pytest
@@ -169,17 +170,23 @@ def test_the_blocks_list_pages_newest_first(server: Homeserver, admin: Account) 
 
 @pytest.mark.parametrize(
     "query",
-    ["limit=0", "limit=abc", "limit=100000", "limit=%C2%B2", "from=abc", "from=-3"],
+    [
+        "limit=0",
+        "limit=abc",
+        "limit=100000",
+        "limit=%C2%B2",
+        "from=abc",
+        "from=-3",
+        "limit=" + "9" * 5000,
+        "from=" + "9" * 5000,
+    ],
 )
 def test_bad_pagination_is_a_400(
     server: Homeserver, admin: Account, query: str
 ) -> None:
-    assert_error(
-        admin.get(f"{ADMIN_API}/blocks?{query}"),
-        400,
-        "M_INVALID_PARAM",
-        query.split("=")[0],
-    )
+    response = admin.get(f"{ADMIN_API}/blocks?{query}")
+    assert_error(response, 400, "M_INVALID_PARAM", query.split("=")[0])
+    assert len(response.json()["error"]) < 200  # the value quoted, not echoed whole
 
 
 def test_bad_user_ids_and_bodies_are_400s_and_unknown_users_404s(
@@ -248,3 +255,100 @@ def test_unknown_endpoints_and_methods(server: Homeserver, admin: Account) -> No
     assert_error(admin.get(f"{ADMIN_API}/nothing"), 404, "M_UNRECOGNIZED")
     assert_error(admin.post(f"{ADMIN_API}/blocks"), 404, "M_UNRECOGNIZED")
     assert_error(admin.put(f"{ADMIN_API}/blocks"), 405, "M_UNRECOGNIZED")
+
+
+def test_values_no_database_column_holds_are_400s(
+    server: Homeserver, admin: Account
+) -> None:
+    user = server.register()
+    block = account_path(user.user_id, "block")
+    for reason, words in (
+        ("a\x00b", "NUL"),
+        ("a\ud800b", "unpaired surrogate"),
+    ):
+        assert_error(
+            admin.post(block, {"reason": reason}), 400, "M_INVALID_PARAM", words
+        )
+    assert_error(
+        admin.post(block, {"reason": "r", "duration": "9" * 5000}),
+        400,
+        "M_INVALID_PARAM",
+        "too long",
+    )
+    for raw in ("@a\x00b:localhost", "@a\nb:localhost", "@" + "a" * 300 + ":localhost"):
+        assert_error(
+            admin.get(f"{ADMIN_API}/accounts/{quote(raw)}"),
+            400,
+            "M_INVALID_PARAM",
+            "user id",
+        )
+    # A reason over several lines is text like any other.
+    response = admin.post(block, {"reason": "line one\nline two"})
+    assert response.status_code == 200, response.text
+    assert response.json()["block"]["reason"] == "line one\nline two"
+
+
+def test_blocking_a_server_admin_takes_an_explicit_flag_and_never_oneself(
+    server: Homeserver, admin: Account
+) -> None:
+    other_admin = server.register(admin=True)
+    assert_error(
+        admin.post(account_path(admin.user_id, "block"), {"reason": "oops"}),
+        403,
+        "M_FORBIDDEN",
+        "cannot block yourself",
+    )
+    assert_error(
+        admin.post(
+            account_path(admin.user_id, "block"),
+            {"reason": "oops", "block_admin": True},
+        ),
+        403,
+        "M_FORBIDDEN",
+        "cannot block yourself",
+    )
+    path = account_path(other_admin.user_id, "block")
+    assert_error(
+        admin.post(path, {"reason": "compromised"}),
+        403,
+        "M_FORBIDDEN",
+        '"block_admin": true',
+    )
+    assert_error(
+        admin.post(path, {"reason": "compromised", "block_admin": "yes"}),
+        400,
+        "M_INVALID_PARAM",
+        "block_admin",
+    )
+    assert other_admin.whoami().status_code == 200  # none of those blocked anyone
+    response = admin.post(path, {"reason": "compromised", "block_admin": True})
+    assert response.status_code == 200, response.text
+    locked = other_admin.get(f"{ADMIN_API}/blocks")
+    assert locked.status_code == 401  # blocked, the admin API included
+    assert admin.post(
+        account_path(other_admin.user_id, "unblock"), {"reason": "recovered"}
+    ).ok
+
+
+def test_when_the_tables_cannot_answer_it_is_a_503_with_retry_after(
+    server: Homeserver, admin: Account
+) -> None:
+    user = server.register()
+    calls: list[Callable[[], requests.Response]] = [
+        lambda: admin.get(f"{ADMIN_API}/blocks"),
+        lambda: admin.get(account_path(user.user_id)),
+        lambda: admin.post(account_path(user.user_id, "block"), {"reason": "r"}),
+        lambda: admin.post(account_path(user.user_id, "unblock"), {"reason": "r"}),
+    ]
+    tables = ("tchap_guard_blocks", "tchap_guard_attempts", "tchap_guard_accounts")
+    for table in tables:
+        server.sql(f"ALTER TABLE {table} RENAME TO {table}_away")
+    try:
+        for call in calls:
+            response = call()
+            assert_error(response, 503, "M_UNKNOWN", "cannot answer right now")
+            assert response.headers["Retry-After"] == "5"
+    finally:
+        for table in tables:
+            server.sql(f"ALTER TABLE {table}_away RENAME TO {table}")
+    assert [call().status_code for call in calls] == [200, 200, 200, 200]

@@ -10,7 +10,7 @@ DAY_MS = 86_400_000
 GUARD = {
     "public_room_joins": {
         "limits": [{"window": "1h", "max": 10}],
-        "block_at": {"window": "1d", "max": 60},
+        "block_at": {"window": "1d", "max": 250},  # above the 240 a day 10/1h serve
     },
     "retention": "7d",
 }

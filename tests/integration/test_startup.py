@@ -37,6 +37,33 @@ from synapse_tchap_guard._synapse_internals import client_routes
             {"blocking": {"end_session": True}},
             "blocking.end_session: unknown key 'end_session' (accepted here: duration, end_sessions)",
         ),
+        (
+            {"public_room_joins": {"block_at": {"window": "1d", "max": 25}}},
+            "public_room_joins.block_at: max 25 in 1d is at or below what the limits"
+            " serve in 1d (30, by limits.1)",
+        ),
+        (
+            {"media_downloads": {"block_at": {"window": "1s", "max": 3000}}},
+            "media_downloads.block_at: max 3000 in 1s would take 3,000 requests a"
+            " second from one account",
+        ),
+        (
+            {"directory": {"after_step_up": {"window": "1h", "max_profiles": 3000}}},
+            "directory.after_step_up.window: 1h is shorter than free.window (1d)",
+        ),
+        (
+            {"media_downloads": {"limits": [{"window": "1h", "max": 1e30}]}},
+            "media_downloads.limits.0.max: 1e+30 is not a whole number above zero",
+        ),
+        (
+            {"retention": "1m"},
+            "retention: 1m is shorter than the longest window counted (1d",
+        ),
+        (
+            {"blocking": None},
+            "blocking: cannot be null (to never block, set block_at: null in each"
+            " control)",
+        ),
     ],
 )
 def test_a_wrong_config_stops_synapse_naming_the_key_and_the_fix(
@@ -84,7 +111,7 @@ def test_an_empty_config_runs_with_the_documented_defaults(tmp_path: Path) -> No
                     {"window": "1h", "max": 5000},
                     {"window": "1d", "max": 20000},
                 ],
-                "block_at": {"window": "1h", "max": 300},
+                "block_at": {"window": "1h", "max": 30},
                 "max_per_request": 1000,
             },
             "directory": {
@@ -207,3 +234,19 @@ def test_start_up_refuses_a_homeserver_that_delegates_authentication(
     assert code != 0
     assert "synapse_tchap_guard needs Synapse to authenticate requests itself" in output
     assert "Matrix Authentication Service" in output
+
+
+def test_null_turns_a_control_off_on_a_real_start(tmp_path: Path) -> None:
+    server = Homeserver(tmp_path, guard={"public_room_joins": None, "directory": None})
+    try:
+        server.start()
+        (started,) = [e for e in server.events() if e["event"]["action"] == "started"]
+        config = started["tchap_guard"]["config"]
+        assert config["public_room_joins"] == {"limits": [], "block_at": None}
+        assert config["directory"] is None
+        assert config["media_downloads"]["limits"]  # not named: its defaults
+        owner, user = server.register(), server.register()
+        statuses = [user.join(owner.create_room()).status_code for _ in range(11)]
+        assert statuses == [200] * 11  # the default would refuse the 11th
+    finally:
+        server.destroy()

@@ -2,8 +2,9 @@
 
 `SqliteDatabase` runs the store's real transaction functions (its real SQL) on a
 SQLite connection, synchronously, the way Synapse's `LoggingTransaction` would; a
-test can cut it (`out`), and like PostgreSQL it refuses text holding a NUL. `run`
-drives a coroutine that must finish without the reactor.
+test can cut it (`out`) or stall some of its transactions (`stalled`), and like
+PostgreSQL it refuses text holding a NUL. `run` drives a coroutine that must finish
+without the reactor.
 """
 
 from __future__ import annotations
@@ -14,9 +15,15 @@ from typing import Any, TypeVar
 
 from twisted.internet import defer, task
 
+from synapse_tchap_guard import _synapse_internals as internals
 from synapse_tchap_guard.readiness import Readiness
 from synapse_tchap_guard.store import GuardStore
-from synapse_tchap_guard.store.database import Database, StoreUnavailable
+from synapse_tchap_guard.store.database import (
+    Database,
+    StoreTimedOut,
+    StoreUnavailable,
+)
+from synapse_tchap_guard.store.lanes import Lanes
 
 T = TypeVar("T")
 
@@ -28,6 +35,7 @@ class SqliteTransaction:
 
     def __init__(self, cursor: sqlite3.Cursor) -> None:
         self._cursor = cursor
+        self.txn = cursor  # as LoggingTransaction.txn: the DB-API cursor
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         _like_postgres(params)
@@ -54,20 +62,25 @@ class SqliteDatabase(Database):
         self.node = node
         self.readiness = Readiness(clock, "its tables")
         self.readiness.set_ready()
+        self.lanes = Lanes(clock, spawn)
         self._errors = (sqlite3.Error,)
         self.connection = sqlite3.connect(":memory:")
         self.out = False  # the database does not answer at all
+        self.stalled: set[str] = set()  # transactions that time out (others answer)
         self.transactions: list[str] = []
 
-    async def run_now(
-        self, desc: str, func: Callable[..., T], *args: Any, **kwargs: Any
-    ) -> T:
+    async def run_now(self, desc: str, func: Callable[..., T]) -> T:
         if self.out:
             raise StoreUnavailable("the database is out (test)")
+        if desc in self.stalled:
+            raise StoreTimedOut(f"{desc} timed out (test)")
         self.transactions.append(desc)
         cursor = self.connection.cursor()
         try:
-            result = func(SqliteTransaction(cursor), *args, **kwargs)
+            result = func(SqliteTransaction(cursor))
+        except internals.StatementCancelled as error:
+            self.connection.rollback()
+            raise StoreTimedOut(str(error)) from error
         except sqlite3.Error as error:
             self.connection.rollback()
             raise StoreUnavailable(str(error)) from error
@@ -79,6 +92,11 @@ class SqliteDatabase(Database):
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return self.connection.execute(sql, params).fetchall()
+
+
+def spawn(work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """A background process, as Synapse runs one: started now, not waited for."""
+    defer.ensureDeferred(work())
 
 
 def _like_postgres(params: Sequence[Any]) -> None:

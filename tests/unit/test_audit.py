@@ -125,6 +125,31 @@ def test_user_controlled_strings_stay_on_one_line_and_in_their_field(
     }
 
 
+def test_the_main_log_gets_the_message_on_one_line_and_the_file_gets_it_whole(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    event = AuditEvent(
+        action="admin_block",
+        ts=0,
+        user_id="@bob:example.org",
+        actor="@admin:example.org",
+        message=f"@admin:example.org blocked @bob:example.org: {HOSTILE}",
+    )
+    with caplog.at_level(logging.INFO, logger="synapse_tchap_guard.events"):
+        AuditLog("main").emit(event)
+    (record,) = caplog.records
+    # What Synapse's own handlers print (the main log): one line, escaped.
+    message = record.getMessage()
+    assert len(message.splitlines()) == 1
+    assert message.isprintable()
+    assert message.endswith(
+        'Bob\\n{"event":{"action":"admin_unblock"}}\\r\\u2028\\u2029"\\\\\\x00é'
+    )
+    # What the events file gets: the message as it was, JSON-escaped.
+    parsed = json.loads(EcsJsonFormatter().format(record))
+    assert parsed["message"] == event.message
+
+
 def test_other_records_routed_to_the_events_file_are_still_ecs_lines() -> None:
     record = logging.LogRecord(
         "other", logging.ERROR, __file__, 1, "boom\n%s", ("x",), None

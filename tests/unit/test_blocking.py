@@ -4,9 +4,11 @@ going out."""
 from __future__ import annotations
 
 import types
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, cast
 
-from twisted.internet import task
+from synapse.module_api import ModuleApi
+from twisted.internet import defer, task
 
 from synapse_tchap_guard.audit import AuditLog
 from synapse_tchap_guard.blocks import Blocking, BlockRegistry
@@ -84,4 +86,48 @@ def test_an_expired_block_is_closed_once_and_reported() -> None:
     assert isinstance(store.database, SqliteDatabase)
     actions = store.database.rows("SELECT action FROM tchap_guard_events")
     assert actions == [("block_expired",)]
+    assert guard.registry.in_force(ALICE, int(clock.seconds() * 1000)) is None
+
+
+class SessionsApi:
+    """What ending sessions uses of the ModuleApi: the account's devices, and their
+    deletion, which waits for the test."""
+
+    public_baseurl = "https://matrix.example.org/"
+
+    def __init__(self) -> None:
+        self.devices: dict[str, object] = {"OLD": {}}
+        self.deleting: defer.Deferred[None] = defer.Deferred()
+        self.deleted: list[str] = []
+        self._store = types.SimpleNamespace(get_devices_by_user=self._devices)
+        self._device_handler = types.SimpleNamespace(delete_devices=self._delete)
+
+    async def _devices(self, user_id: str) -> dict[str, object]:
+        return dict(self.devices)
+
+    async def _delete(self, user_id: str, devices: list[str]) -> None:
+        await self.deleting
+        self.deleted += devices
+
+    def run_as_background_process(
+        self, desc: str, func: Callable[..., Coroutine[Any, Any, None]], *args: Any
+    ) -> defer.Deferred[None]:
+        return defer.ensureDeferred(func(*args))
+
+
+def test_a_block_ends_the_sessions_it_found_never_one_opened_after_an_unblock() -> None:
+    """Ending sessions takes a moment; an admin may lift the block meanwhile and the
+    owner log in again: that new session is not among those the block ends."""
+    clock = task.Clock()
+    clock.advance(1_800_000_000)
+    api = SessionsApi()
+    context = GuardContext(
+        cast(ModuleApi, api), GuardConfig(), new_store(clock), AuditLog("main"), clock
+    )
+    guard = Blocking(context, BlockRegistry(), Readiness(clock, "the blocks"))
+    run(guard.block_by_admin(ALICE, "@admin:example.org", "why", 0, None))
+    run(guard.unblock_by_admin(ALICE, "@admin:example.org", "ok", None))
+    api.devices["NEW"] = {}  # the owner logs in again
+    api.deleting.callback(None)  # the block's sweep ends
+    assert api.deleted == ["OLD"]
     assert guard.registry.in_force(ALICE, int(clock.seconds() * 1000)) is None

@@ -15,6 +15,7 @@ from synapse_tchap_guard.config import (
     DEFAULT_MEDIA_DOWNLOADS,
     DEFAULT_MESSAGE_HISTORY,
     DEFAULT_PUBLIC_ROOM_JOINS,
+    GIB,
     HOUR_MS,
     BlockingConfig,
     GuardConfig,
@@ -82,7 +83,7 @@ def test_the_example_homeserver_config_parses_to_what_it_says() -> None:
         },
         "message_history": {
             "limits": [{"window": "1h", "max": 5000}, {"window": "1d", "max": 20000}],
-            "block_at": {"window": "1h", "max": 300},
+            "block_at": {"window": "1h", "max": 30},
             "max_per_request": 1000,
         },
         "directory": {
@@ -297,6 +298,131 @@ def test_durations_are_spelled_back_the_short_way() -> None:
             ["is not a duration"],
         ),
         ([1, 2], (), ["expected a mapping of keys, got list"]),
+        # Values no one means.
+        (
+            {"blocking": {"duration": "9" * 5000}},
+            ("blocking", "duration"),
+            ["is too long (at most 100y)", "(5002 characters)"],
+        ),
+        (
+            {"media_downloads": {"limits": [{"window": "1h", "max_bytes": "9" * 50}]}},
+            ("media_downloads", "limits", "0", "max_bytes"),
+            ["is too large"],
+        ),
+        (
+            {"public_room_joins": {"limits": [{"window": "1h", "max": 10**10}]}},
+            ("public_room_joins", "limits", "0", "max"),
+            ["10000000000 is more than 1,000,000,000"],
+        ),
+        (
+            yaml.safe_load("public_room_joins: {limits: [{window: 1h, max: 1e30}]}"),
+            ("public_room_joins", "limits", "0", "max"),
+            ["'1e30' is not a whole number"],  # YAML reads 1e30 as a string
+        ),
+        (
+            yaml.safe_load("public_room_joins: {limits: [{window: 1h, max: 1.0e+30}]}"),
+            ("public_room_joins", "limits", "0", "max"),
+            ["1e+30 is not a whole number"],
+        ),
+        (
+            {"media_downloads": {"limits": [{"window": "1h", "max_bytes": "2000T"}]}},
+            ("media_downloads", "limits", "0", "max_bytes"),
+            ["'2000T' is more than 1024T"],
+        ),
+        (
+            {"public_room_joins": {"limits": [{"window": 60, "max": 5}]}},
+            ("public_room_joins", "limits", "0", "window"),
+            ["60 is under a second", "a bare number is milliseconds"],
+        ),
+        # Combinations that cannot mean what they say.
+        (
+            {"public_room_joins": {"block_at": {"window": "1d", "max": 30}}},
+            ("public_room_joins", "block_at"),
+            [
+                "max 30 in 1d is at or below what the limits serve in 1d",
+                "(30, by limits.1)",
+                "never refused",
+                "Set max above 30",
+            ],
+        ),
+        (
+            {
+                "public_room_joins": {
+                    "limits": [{"window": "1h", "max": 10}],
+                    "block_at": {"window": "1d", "max": 200},
+                }
+            },
+            ("public_room_joins", "block_at"),
+            ["serve in 1d (240, by limits.0)"],  # 10 an hour, 24 hours
+        ),
+        (
+            {"public_room_joins": {"limits": [{"window": "1d", "max": 100}]}},
+            ("public_room_joins", "block_at"),
+            ["max 60 in 1d (the default) is at or below", "(100, by limits.0)"],
+        ),
+        (
+            {
+                "media_downloads": {
+                    "limits": [{"window": "1m", "max": 120}],
+                    "block_at": {"window": "1h", "max": 7200},
+                }
+            },
+            ("media_downloads", "block_at"),
+            ["(7200, by limits.0)"],
+        ),
+        (
+            {"public_room_joins": {"block_at": {"window": "1s", "max": 5000}}},
+            ("public_room_joins", "block_at"),
+            ["5,000 requests a second", "can never be reached"],
+        ),
+        (
+            {"directory": {"failed_step_ups_block_at": {"window": "1s", "max": 2000}}},
+            ("directory", "failed_step_ups_block_at"),
+            ["can never be reached"],
+        ),
+        (
+            {"directory": {"after_step_up": {"window": "1h", "max_profiles": 3000}}},
+            ("directory", "after_step_up", "window"),
+            ["1h is shorter than free.window (1d)"],
+        ),
+        (
+            {"retention": "1m"},
+            ("retention",),
+            ["1m is shorter than the longest window counted (1d", "at least 1d"],
+        ),
+        (
+            {"public_room_joins": {"limits": [{"window": "100d", "max": 10}]}},
+            ("retention",),
+            ["90d (the default) is shorter", "(100d, in public_room_joins)"],
+        ),
+        # Null where nothing can be turned off.
+        ({"mode": None}, ("mode",), ["cannot be null"]),
+        ({"retention": None}, ("retention",), ["cannot be null"]),
+        (
+            {"blocking": None},
+            ("blocking",),
+            ["cannot be null", "set block_at: null in each control"],
+        ),
+        (
+            {"blocking": {"duration": None}},
+            ("blocking", "duration"),
+            ["cannot be null"],
+        ),
+        (
+            {"directory": {"after_step_up": None}},
+            ("directory", "after_step_up"),
+            ["cannot be null", "directory: null"],
+        ),
+        (
+            {"public_room_joins": {"limits": [{"window": None, "max": 3}]}},
+            ("public_room_joins", "limits", "0", "window"),
+            ["cannot be null"],
+        ),
+        (
+            {"public_room_joins": {"limits": [None]}},
+            ("public_room_joins", "limits", "0"),
+            ["expected a mapping of keys, got nothing"],
+        ),
     ],
 )
 def test_a_wrong_key_names_itself_and_what_is_accepted(
@@ -334,3 +460,48 @@ def test_media_limits_may_count_files_bytes_or_both() -> None:
 
 def test_the_directory_can_be_left_unlimited() -> None:
     assert parse_config({"directory": {"free": None}}).directory is None
+
+
+def test_null_turns_off_what_it_names_and_only_that() -> None:
+    config = parse_config(
+        {
+            "public_room_joins": None,
+            "media_downloads": {
+                "limits": [{"window": "1h", "max": None, "max_bytes": "1G"}],
+                "block_at": None,
+            },
+            "exempt_users": None,
+        }
+    )
+    assert config.public_room_joins == Quota()
+    assert not config.public_room_joins.active
+    assert config.media_downloads == Quota(limits=(Limit(HOUR_MS, max_bytes=GIB),))
+    assert config.exempt_users == frozenset()
+    assert config.directory == DEFAULT_DIRECTORY  # not named: its default
+    assert parse_config({"directory": None}).directory is None
+    assert parse_config({"media_downloads": None}).media_downloads == Quota()
+    off = parse_config(
+        {"directory": {"block_at": None, "failed_step_ups_block_at": None}}
+    )
+    assert off.directory is not None
+    assert off.directory.quota.block_at is None
+    assert off.directory.failed_step_ups.block_at is None
+    assert off.directory.quota.limits == DEFAULT_DIRECTORY.quota.limits
+
+
+def test_thresholds_above_what_the_limits_serve_are_accepted() -> None:
+    config = parse_config(
+        {
+            "public_room_joins": {
+                "limits": [{"window": "1h", "max": 10}],
+                "block_at": {"window": "1d", "max": 241},
+            },
+            # Limits counting only bytes serve any number of requests.
+            "media_downloads": {
+                "limits": [{"window": "1h", "max_bytes": "1G"}],
+                "block_at": {"window": "1h", "max": 10},
+            },
+            "directory": {"after_step_up": {"window": "1w", "max_profiles": 3000}},
+        }
+    )
+    assert config.public_room_joins.block_at == Threshold(DAY_MS, 241)

@@ -180,6 +180,21 @@ def test_a_row_the_database_refuses_is_dropped_and_reported_and_the_rest_written
     assert len(main.rejected) == 1
 
 
+def test_a_write_that_times_out_is_kept_and_not_taken_for_a_bad_row(
+    main: Process,
+) -> None:
+    main.count()
+    main.count()
+    # The guard's tables are stalled while the database answers otherwise.
+    main.database.stalled.add("write_attempts")
+    run(main.counts.sync())
+    assert main.rejected == []
+    assert stored(main) == []
+    main.database.stalled.clear()
+    run(main.counts.sync())
+    assert stored(main) == [("allow", 1, 1, 0)] * 2
+
+
 def test_an_account_whose_marks_changed_elsewhere_is_loaded_afresh(
     clock: task.Clock, main: Process
 ) -> None:

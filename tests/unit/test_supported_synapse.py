@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
+from synapse_tchap_guard import _synapse_internals as internals
 from synapse_tchap_guard._synapse_internals import (
     SUPPORTED_SYNAPSE,
     UnsupportedSynapse,
@@ -60,4 +61,17 @@ def test_an_unsupported_synapse_version_is_refused(
     with pytest.raises(
         UnsupportedSynapse, match=r"supports Synapse .*this is 1\.170\.0"
     ):
+        check_internals(object())  # type: ignore[arg-type]
+
+
+def test_a_transaction_without_its_cursor_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class BareTransaction:
+        """A LoggingTransaction that no longer keeps its DB-API cursor in `txn`."""
+
+        __slots__ = ("name",)
+
+    monkeypatch.setattr(internals, "LoggingTransaction", BareTransaction)
+    with pytest.raises(UnsupportedSynapse, match=r"LoggingTransaction\.txn"):
         check_internals(object())  # type: ignore[arg-type]
