@@ -1,7 +1,9 @@
 """A real Synapse process with the guard, configured from example_homeserver.yaml.
 
 Each `Homeserver` runs in its own directory, on its own port, on SQLite or on a fresh
-PostgreSQL database, and is driven over HTTP exactly as a client would drive it.
+PostgreSQL database, and is driven over HTTP exactly as a client would drive it. It
+sends mail to the SMTP server it is given (`smtp_port`, see harness/mail.py); without
+one, it has no email settings and sends none.
 """
 
 from __future__ import annotations
@@ -192,6 +194,10 @@ class Account:
         self.localpart = user_id[1:].split(":", 1)[0]
         self.token = token
         self.device_id = device
+        # What its client has seen of /sync so far.
+        self._since: str | None = None
+        self._notice_rooms: set[str] = set()
+        self._notices: list[dict[str, Any]] = []
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         headers = kwargs.pop("headers", {})
@@ -265,6 +271,36 @@ class Account:
             and response.json()["errcode"] == "M_UNKNOWN_TOKEN"
         )
 
+    def sync(self, since: str | None = None, timeout_ms: int = 0) -> dict[str, Any]:
+        query = f"?timeout={timeout_ms}" + (f"&since={quote(since)}" if since else "")
+        response = self.get(f"/_matrix/client/v3/sync{query}")
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def server_notices(self) -> list[dict[str, Any]]:
+        """The messages of the account's server notices room so far, as its client
+        gets them from /sync (initial, then incremental); it accepts the room's
+        invitation, as a client offers to."""
+        body = self.sync(self._since)
+        self._since = body["next_batch"]
+        rooms = body.get("rooms", {})
+        for room_id in rooms.get("invite", {}):
+            assert self.join(room_id).status_code == 200
+        for room_id, room in rooms.get("join", {}).items():
+            for event in room.get("account_data", {}).get("events", []):
+                if event["type"] == "m.tag" and "m.server_notice" in event[
+                    "content"
+                ].get("tags", {}):
+                    self._notice_rooms.add(room_id)
+            if room_id in self._notice_rooms:
+                self._notices += [
+                    event["content"]
+                    for event in room["timeline"]["events"]
+                    if event["type"] == "m.room.message"
+                ]
+        return list(self._notices)
+
     def set_displayname(self, name: str) -> requests.Response:
         return self.put(
             f"/_matrix/client/v3/profile/{quote(self.user_id)}/displayname",
@@ -298,6 +334,7 @@ class Homeserver:
         federation: bool = False,
         metrics: bool = False,
         cpus: set[int] | None = None,
+        email: dict[str, Any] | None = None,
     ) -> None:
         self.cpus = cpus
         self.workdir = workdir
@@ -314,6 +351,11 @@ class Homeserver:
         self.process: subprocess.Popen[bytes] | None = None
         workdir.mkdir(parents=True, exist_ok=True)
         self.config = self._config(guard, settings or {})
+        # Synapse's `email:` section (`MailServer.settings()`), or no mail at all.
+        if email is None:
+            self.config.pop("email", None)
+        else:
+            self.config["email"] = email
 
     # --- configuration ---------------------------------------------------------
 
@@ -571,6 +613,14 @@ class Homeserver:
 
     def anonymous(self) -> Account:
         return Account(self, "", "", "")
+
+    def set_email(self, admin: Account, user: Account, address: str) -> None:
+        """Give the account a verified email address, as registration would."""
+        response = admin.put(
+            f"/_synapse/admin/v2/users/{quote(user.user_id)}",
+            {"threepids": [{"medium": "email", "address": address}]},
+        )
+        assert response.status_code == 200, response.text
 
     def metrics(self, prefix: str = "synapse_tchap_guard_") -> dict[str, float]:
         """Samples from Synapse's metrics endpoint, keyed as Prometheus prints them:

@@ -15,31 +15,36 @@ from synapse.module_api.errors import ConfigError
 from twisted.internet import defer, reactor
 
 from synapse_tchap_guard import _synapse_internals as internals
-from synapse_tchap_guard import exposure_settings, live_counts, step_up
+from synapse_tchap_guard import exposure_settings, live_counts, notices, step_up
 from synapse_tchap_guard.admin_api import PREFIX as ADMIN_PREFIX
 from synapse_tchap_guard.admin_api import AdminResource
 from synapse_tchap_guard.audit import AuditEvent, AuditLog
 from synapse_tchap_guard.blocks import Blocking, BlockRegistry
 from synapse_tchap_guard.config import (
     DirectoryConfig,
+    EmailCodeConfig,
     GuardConfig,
     describe,
     parse_config,
 )
 from synapse_tchap_guard.context import GuardContext
 from synapse_tchap_guard.controls import Control
+from synapse_tchap_guard.email_codes import EmailCodes
 from synapse_tchap_guard.gates.counted import CountedGate
 from synapse_tchap_guard.gates.history import HistoryGate
 from synapse_tchap_guard.gates.media import MediaGate
 from synapse_tchap_guard.gates.people import PeopleGate
 from synapse_tchap_guard.gates.rooms import RoomsGate
+from synapse_tchap_guard.mail import Mailer
 from synapse_tchap_guard.metrics import GuardMetrics
+from synapse_tchap_guard.notices import OwnerNotices
 from synapse_tchap_guard.pending_responses import PendingResponses
 from synapse_tchap_guard.readiness import Readiness
 from synapse_tchap_guard.request_gate import RequestGate
 from synapse_tchap_guard.routes import Routes
 from synapse_tchap_guard.shared_counts import SharedCounts
 from synapse_tchap_guard.step_up import StepUpResource
+from synapse_tchap_guard.step_up_methods import Method
 from synapse_tchap_guard.store import GuardStore
 from synapse_tchap_guard.store.database import Database
 from synapse_tchap_guard.store.lanes import Lanes
@@ -87,6 +92,14 @@ class TchapGuard:
             api.server_name, lambda: blocking.registry.count_in_force(context.now())
         )
         context.audit.listeners.append(metrics.observe)
+        self._mailer = Mailer(api)
+        self._notices = (
+            OwnerNotices(context, config.owner_notices, self._mailer)
+            if config.owner_notices
+            else None
+        )
+        if self._notices is not None:
+            blocking.on_blocked.append(self._notices.blocked)
 
         redis = internals.redis_eval(api)
         if redis is None and api.worker_name is not None:
@@ -165,11 +178,16 @@ class TchapGuard:
             "failed_step_ups", "failed re-authentications", directory.failed_step_ups
         )
         gate = self._counted(control)
-        assert directory.quota.step_up is not None
+        codes = EmailCodes(context, directory.email_code, self._mailer)
         self._api.register_web_resource(
             step_up.PATH,
             StepUpResource(
-                context, directory.quota.step_up, gate.counts, self._counted(failures)
+                context,
+                directory,
+                gate.counts,
+                self._counted(failures),
+                codes,
+                self._notices,
             ),
         )
         return PeopleGate(context, gate, directory, self._responses)
@@ -191,6 +209,9 @@ class TchapGuard:
             return
         self._blocking.loaded.set_ready()
         warnings = await self._exposure_warnings()
+        for warning in self._step_up_warnings() + self._notice_warnings():
+            logger.warning("tchap_guard: %s", warning)
+            warnings.append(warning)
         api.looping_background_call(
             self._blocking.reload, RELOAD_BLOCKS_MS, run_on_all_instances=True
         )
@@ -202,6 +223,12 @@ class TchapGuard:
         # (Twisted's interface confuses mypy about `self`, hence the Any.)
         core: Any = reactor  # Twisted's interfaces confuse mypy about `self`
         core.addSystemEventTrigger("before", "shutdown", self._flush_at_shutdown)
+        if self._notices is not None and self._notices.delivers_here:
+            # Notices queued by workers, or left by a restart (main process only:
+            # Synapse sends server notices from there).
+            api.looping_background_call(
+                self._notices.deliver, notices.DELIVER_MS, run_on_all_instances=True
+            )
         if api.should_run_background_tasks():
             api.looping_background_call(self._blocking.expire, EXPIRE_BLOCKS_MS)
             api.looping_background_call(self._prune, PRUNE_MS)
@@ -248,12 +275,65 @@ class TchapGuard:
             logger.warning("tchap_guard: %s", warning)
         return found
 
+    def _step_up_warnings(self) -> list[str]:
+        """Step-up methods a phished password passes, or that cannot work here."""
+        directory = self._config.directory
+        if directory is None:
+            return []
+        methods = directory.methods
+        api = self._api
+        warnings = []
+        if Method.PASSWORD in methods:
+            warnings.append(
+                "directory.step_up_methods lists password: whoever holds an account's"
+                " password (a phished one) can step up. Offer sso or email_code"
+                " instead."
+            )
+        if Method.EMAIL_CODE in methods:
+            if not self._mailer.available:
+                warnings.append(
+                    "directory.step_up_methods lists email_code, but this homeserver"
+                    " has no email settings (email.notif_from): no code can be sent,"
+                    " so no account is offered email_code."
+                )
+            elif internals.users_may_add_addresses(api):
+                warnings.append(
+                    "directory.step_up_methods lists email_code, and users may add"
+                    " email addresses themselves (enable_3pid_changes): whoever holds"
+                    " an account's password can add their own address and receive its"
+                    " codes. Set enable_3pid_changes: false."
+                )
+        return warnings
+
+    def _notice_warnings(self) -> list[str]:
+        """Owner notices that cannot reach anyone here."""
+        config = self._config.owner_notices
+        if config is None:
+            return []
+        warnings = []
+        if config.email and not self._mailer.available:
+            warnings.append(
+                "owner_notices.email is on, but this homeserver has no email settings"
+                " (email.notif_from): owners are not told by email."
+            )
+        if config.server_notice and not internals.server_notices_configured(self._api):
+            warnings.append(
+                "owner_notices.server_notice is on, but server_notices is not"
+                " configured: owners are not told in their Matrix client."
+            )
+        return warnings
+
     async def _prune(self) -> None:
         """Delete rows no window or retention needs (at start-up, then every 10 min)."""
         now = self._context.now()
         longest = max(control.longest_window_ms for control in self._controls)
+        codes = EmailCodeConfig()
+        if self._config.directory is not None:
+            codes = self._config.directory.email_code
         removed = await self._context.store.prune(
-            lines_before=now - longest, history_before=now - self._config.retention_ms
+            lines_before=now - longest,
+            history_before=now - self._config.retention_ms,
+            codes_before=now - max(codes.valid_for_ms, codes.max_sent.window_ms),
         )
         if removed:
             logger.info("tchap_guard pruned %d old rows", removed)

@@ -2,9 +2,10 @@
 
 The public module API has no way to end an account's sessions, to know which request
 is being authenticated, to see how a response ended and what it sent, to
-re-authenticate a user, to pick a transaction's isolation level, to bound a
-statement's time, to tell the database engines apart, or to share counts between
-processes through Synapse's Redis.
+re-authenticate a user (and know how they can), to know whether the homeserver can
+send mail or server notices, to send a server notice, to pick a transaction's
+isolation level, to bound a statement's time, to tell the database engines apart, or
+to share counts between processes through Synapse's Redis.
 Those few touches live here, and `check_internals` runs when the module loads so that
 a Synapse upgrade that moves them stops the homeserver at start-up with a clear
 message instead of failing on a user's request. The integration tests exercise each
@@ -27,6 +28,7 @@ import attr
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 from synapse.api.errors import InteractiveAuthIncompleteError
+from synapse.handlers.ui_auth import UIAuthSessionDataConstants
 from synapse.http.servlet import RestServlet
 from synapse.logging.context import (
     ContextRequest,
@@ -38,8 +40,10 @@ from synapse.module_api import (
     ModuleApi,
     Requester,
     SynapseRequest,
+    UserID,
     make_deferred_yieldable,
 )
+from synapse.server_notices.server_notices_manager import ServerNoticesManager
 from synapse.storage.engines import PostgresEngine
 from synapse.storage.engines._base import IsolationLevel
 from twisted.internet import defer, reactor
@@ -85,8 +89,8 @@ def check_internals(api: ModuleApi) -> None:
             SynapseRequest._finished_processing
         ),
         "SynapseRequest.get_request_id": lambda: SynapseRequest.get_request_id,
-        "ModuleApi._auth_handler.validate_user_via_ui_auth": lambda: (
-            api._auth_handler.validate_user_via_ui_auth
+        "ModuleApi._auth_handler.check_ui_auth": lambda: (
+            api._auth_handler.check_ui_auth
         ),
         "ModuleApi._hs.get_outbound_redis_connection": lambda: (
             api._hs.get_outbound_redis_connection
@@ -97,6 +101,13 @@ def check_internals(api: ModuleApi) -> None:
         "ModuleApi._hs.get_user_directory_handler().search_users": lambda: (
             api._hs.get_user_directory_handler().search_users
         ),
+        "ModuleApi._auth_handler._get_available_ui_auth_types": lambda: (
+            api._auth_handler._get_available_ui_auth_types
+        ),
+        "ModuleApi._hs.get_server_notices_manager": lambda: (
+            api._hs.get_server_notices_manager
+        ),
+        "ServerNoticesManager.send_notice": lambda: ServerNoticesManager.send_notice,
     }
     missing = [name for name, lookup in lookups.items() if not _exists(lookup)]
     config = getattr(getattr(api, "_hs", None), "config", None)
@@ -108,6 +119,9 @@ def check_internals(api: ModuleApi) -> None:
         ("server", "allow_public_rooms_without_auth"),
         ("registration", "allow_guest_access"),
         ("registration", "enable_registration"),
+        ("email", "email_notif_from"),
+        ("servernotices", "server_notices_mxid"),
+        ("registration", "enable_3pid_changes"),
     ):
         if not hasattr(getattr(config, section, None), key):
             missing.append(f"ModuleApi._hs.config.{section}.{key}")
@@ -196,20 +210,68 @@ def auth_delegated(api: ModuleApi) -> bool:
     return bool(api._hs.config.mas.enabled)
 
 
-async def reauthenticate(
+async def user_interactive_auth(
     api: ModuleApi,
-    requester: Requester,
+    user_id: str,
     request: SynapseRequest,
     body: dict[str, Any],
+    stages: list[str],
     description: str,
-) -> None:
-    """Run User-Interactive Auth for the requester, as Synapse does before deleting a
-    device. Raises `InteractiveAuthIncomplete` (answer 401 with its `result`) until
-    the client has completed a flow: password, or SSO through Synapse's fallback page.
+) -> dict[str, Any]:
+    """Run Synapse's User-Interactive Auth with the flows the guard offers (one stage
+    each), as Synapse does before deleting a device, but never with a stage the guard
+    does not offer. Returns the completed stages, each with the user it proved.
+
+    Raises `InteractiveAuthIncomplete` (answer 401 with its `result`) until the client
+    has completed a flow: password, or SSO through Synapse's fallback page. The
+    session Synapse keeps is bound to this URI and method, and to `user_id` (whom
+    Synapse's SSO fallback page checks the signed-in identity against).
     """
-    await api._auth_handler.validate_user_via_ui_auth(
-        requester, request, body, description, can_skip_ui_auth=False
+    flows = [[stage] for stage in stages]
+    creds, _, _ = await api._auth_handler.check_ui_auth(
+        flows,
+        request,
+        body,
+        description,
+        lambda: {UIAuthSessionDataConstants.REQUEST_USER_ID: user_id},
     )
+    return dict(creds)
+
+
+async def reauthentication_types(api: ModuleApi, user_id: str) -> set[str]:
+    """The UIA stages this account can complete, as Synapse's own UIA offers them:
+    `m.login.password` if it has a password and password login is on, `m.login.sso`
+    if it is linked to an identity of the homeserver's SSO provider."""
+    types = await api._auth_handler._get_available_ui_auth_types(
+        UserID.from_string(user_id)
+    )
+    return set(types)
+
+
+def mail_configured(api: ModuleApi) -> bool:
+    """Whether the homeserver can send mail (`email.notif_from` set, as Synapse's
+    mailer needs it for the sender)."""
+    return api._hs.config.email.email_notif_from is not None
+
+
+def users_may_add_addresses(api: ModuleApi) -> bool:
+    """Whether users may add email addresses to their account themselves."""
+    return bool(api._hs.config.registration.enable_3pid_changes)
+
+
+def server_notices_configured(api: ModuleApi) -> bool:
+    return api._hs.config.servernotices.server_notices_mxid is not None
+
+
+async def send_server_notice(
+    api: ModuleApi, user_id: str, content: dict[str, Any]
+) -> str:
+    """Post a message in the account's server notices room (created, and the account
+    invited, if need be); returns the event id. Only the main process can: Synapse
+    refuses to build the server notices manager on a worker."""
+    manager = api._hs.get_server_notices_manager()
+    event = await manager.send_notice(user_id, content)
+    return str(event.event_id)
 
 
 # --- sessions --------------------------------------------------------------------

@@ -54,6 +54,9 @@ ACTIONS: Mapping[str, Kind] = {
     "step_up_required": Kind("failure", ("web",), ("denied",)),
     "step_up_succeeded": Kind("success", ("authentication",), ("start",)),
     "step_up_failed": Kind("failure", ("authentication",), ("start",)),
+    "step_up_code_sent": Kind("success", ("authentication",), ("info",)),
+    "owner_notified": Kind("success", ("email", "iam"), ("info",)),
+    "owner_not_notified": Kind("failure", ("email", "iam"), ("info",)),
 }
 
 

@@ -86,6 +86,8 @@ class Blocking:
         self._reload_failing = False
         # Called with an account whose counters an admin reset, for what counts in memory.
         self.on_counters_reset: list[Callable[[str], Awaitable[None]]] = []
+        # Called with each block set here (by the guard or an admin), and its request.
+        self.on_blocked: list[Callable[[Block, RequestInfo | None], None]] = []
 
     async def escalate(
         self,
@@ -141,7 +143,8 @@ class Blocking:
         raise responses.account_blocked(block)
 
     async def enforce(self, block: Block, request: RequestInfo | None) -> None:
-        """Make a block just stored take effect here, and end the account's sessions.
+        """Make a block just stored take effect here, tell whoever listens (the owner
+        notices), and end the account's sessions.
 
         The sessions are those the account has now: they end in the background (the
         caller may hold a room's membership lock, and this process refuses the
@@ -149,6 +152,8 @@ class Blocking:
         is never among them.
         """
         self.registry.remember(block, self._context.now())
+        for listener in self.on_blocked:
+            listener(block, request)
         if not self._context.config.blocking.end_sessions:
             return
         devices = await internals.sessions_of(self._context.api, block.user_id)

@@ -17,6 +17,7 @@ from synapse.module_api.errors import ConfigError
 
 from synapse_tchap_guard.inputs import quoted
 from synapse_tchap_guard.policy import Counting, Limit, Quota, StepUp, Threshold
+from synapse_tchap_guard.step_up_methods import DEFAULT_METHODS, Method
 
 SECOND_MS = 1000
 MINUTE_MS = 60 * SECOND_MS
@@ -86,6 +87,20 @@ DEFAULT_MEDIA_DOWNLOADS = Quota(
 )
 
 
+# Codes mailed to one account, and notices sent to one owner on one channel.
+DEFAULT_MAX_CODES_SENT = Threshold(HOUR_MS, 5)
+DEFAULT_NOTICES_LIMIT = Threshold(HOUR_MS, 3)
+
+
+@attr.frozen
+class EmailCodeConfig:
+    """One-time codes mailed to the account's verified addresses."""
+
+    valid_for_ms: int = 10 * MINUTE_MS
+    max_tries: int = 3  # wrong entries of one code before it is void
+    max_sent: Threshold = DEFAULT_MAX_CODES_SENT
+
+
 @attr.frozen
 class SmallThumbnails:
     """Thumbnails at most `max_size` pixels wide and high: the avatars a client loads
@@ -122,8 +137,8 @@ DEFAULT_MESSAGE_HISTORY = Quota(
 @attr.frozen
 class DirectoryConfig:
     """The people budget (a quota whose limits a step-up lifts, and whose threshold
-    counts refusals), how much a directory search may show, and the threshold of
-    failed step-ups."""
+    counts refusals), how much a directory search may show, how an account may step
+    up, and the threshold of failed step-ups."""
 
     quota: Quota
     failed_step_ups: Quota
@@ -131,6 +146,8 @@ class DirectoryConfig:
     min_search_length: int = 3
     # and at most this many of them at once (a type-ahead shows its best matches).
     new_people_per_search: int = 20
+    methods: tuple[Method, ...] = DEFAULT_METHODS
+    email_code: EmailCodeConfig = EmailCodeConfig()
 
 
 DEFAULT_DIRECTORY = DirectoryConfig(
@@ -141,6 +158,19 @@ DEFAULT_DIRECTORY = DirectoryConfig(
     ),
     failed_step_ups=Quota(block_at=Threshold(HOUR_MS, 5)),
 )
+
+
+@attr.frozen
+class OwnerNoticesConfig:
+    """Telling an account's owner that it was blocked, or stepped up: where, and how
+    often at most (per account and channel), so notices cannot flood an inbox."""
+
+    email: bool = True
+    server_notice: bool = True
+    limit: Threshold = DEFAULT_NOTICES_LIMIT
+
+
+_DEFAULT_NOTICES_OR_NONE: OwnerNoticesConfig | None = OwnerNoticesConfig()
 
 _DEFAULT_DIRECTORY_OR_NONE: DirectoryConfig | None = DEFAULT_DIRECTORY
 
@@ -156,6 +186,7 @@ class GuardConfig:
     small_thumbnails: SmallThumbnails = DEFAULT_SMALL_THUMBNAILS
     directory: DirectoryConfig | None = DEFAULT_DIRECTORY
     blocking: BlockingConfig = BlockingConfig()
+    owner_notices: OwnerNoticesConfig | None = OwnerNoticesConfig()
     retention_ms: int = 90 * DAY_MS
 
     @property
@@ -210,6 +241,9 @@ def parse_config(raw: Any) -> GuardConfig:
             _parse_small_thumbnails,
             DEFAULT_SMALL_THUMBNAILS,
             off=SmallThumbnails(0, Quota()),
+        ),
+        owner_notices=top.get(
+            "owner_notices", _parse_owner_notices, _DEFAULT_NOTICES_OR_NONE, off=None
         ),
         retention_ms=top.get("retention", _positive_duration, 90 * DAY_MS),
     )
@@ -453,6 +487,8 @@ def _parse_directory(raw: Any, path: tuple[str, ...]) -> DirectoryConfig | None:
         default.step_up.valid_for_ms,
         off=no_off,
     )
+    methods = section.get("step_up_methods", _parse_methods, DEFAULT_METHODS)
+    email_code = section.get("email_code", _parse_email_code, EmailCodeConfig())
     block_at = section.get("block_at", _parse_threshold, default.block_at, off=None)
     failed = section.get(
         "failed_step_ups_block_at",
@@ -487,7 +523,54 @@ def _parse_directory(raw: Any, path: tuple[str, ...]) -> DirectoryConfig | None:
         failed_step_ups=Quota(block_at=failed),
         min_search_length=min_length,
         new_people_per_search=per_search,
+        methods=methods,
+        email_code=email_code,
     )
+
+
+def _parse_methods(raw: Any, path: tuple[str, ...]) -> tuple[Method, ...]:
+    accepted = ", ".join(method.value for method in Method)
+    if not isinstance(raw, list) or not raw:
+        raise _error(
+            path,
+            f"expected a list of one or more of {accepted}, got {raw!r}"
+            " (to never lift the budget, set after_step_up to the free budget)",
+        )
+    methods: list[Method] = []
+    for index, name in enumerate(raw):
+        method = next((m for m in Method if m.value == name), None)
+        if method is None:
+            raise _error(
+                (*path, str(index)), f"{name!r} is not a method (use {accepted})"
+            )
+        if method in methods:
+            raise _error((*path, str(index)), f"{name!r} is listed twice")
+        methods.append(method)
+    return tuple(methods)
+
+
+def _parse_email_code(raw: Any, path: tuple[str, ...]) -> EmailCodeConfig:
+    section = _Section(raw, path)
+    default = EmailCodeConfig()
+    config = EmailCodeConfig(
+        valid_for_ms=section.get("valid_for", _positive_duration, default.valid_for_ms),
+        max_tries=section.get("max_tries", _maximum, default.max_tries),
+        max_sent=section.get("max_sent", _parse_threshold, default.max_sent),
+    )
+    section.reject_unknown()
+    return config
+
+
+def _parse_owner_notices(raw: Any, path: tuple[str, ...]) -> OwnerNoticesConfig:
+    section = _Section(raw, path)
+    default = OwnerNoticesConfig()
+    config = OwnerNoticesConfig(
+        email=section.get("email", _parse_bool, default.email),
+        server_notice=section.get("server_notice", _parse_bool, default.server_notice),
+        limit=section.get("limit", _parse_threshold, default.limit),
+    )
+    section.reject_unknown()
+    return config
 
 
 def _parse_budget(raw: Any, path: tuple[str, ...]) -> Limit:
@@ -703,6 +786,7 @@ def describe(config: GuardConfig) -> dict[str, Any]:
             "duration": format_duration(config.blocking.duration_ms),
             "end_sessions": config.blocking.end_sessions,
         },
+        "owner_notices": describe_owner_notices(config.owner_notices),
         "retention": format_duration(config.retention_ms),
     }
 
@@ -720,12 +804,30 @@ def describe_directory(directory: DirectoryConfig | None) -> dict[str, Any] | No
         "free": budget(quota.limits[0]),
         "step_up_valid_for": format_duration(quota.step_up.valid_for_ms),
         "after_step_up": budget(quota.step_up.limits[0]),
+        "step_up_methods": [method.value for method in directory.methods],
+        "email_code": {
+            "valid_for": format_duration(directory.email_code.valid_for_ms),
+            "max_tries": directory.email_code.max_tries,
+            "max_sent": _describe_threshold(directory.email_code.max_sent),
+        },
         "block_at": _describe_threshold(quota.block_at),
         "failed_step_ups_block_at": _describe_threshold(
             directory.failed_step_ups.block_at
         ),
         "min_search_length": directory.min_search_length,
         "new_people_per_search": directory.new_people_per_search,
+    }
+
+
+def describe_owner_notices(
+    notices: OwnerNoticesConfig | None,
+) -> dict[str, Any] | None:
+    if notices is None:
+        return None
+    return {
+        "email": notices.email,
+        "server_notice": notices.server_notice,
+        "limit": _describe_threshold(notices.limit),
     }
 
 

@@ -35,6 +35,11 @@ ADMIN_ACTIONS = Counter(
     "Calls to the guard's admin API that changed or viewed an account",
     [_LABEL, "action"],
 )
+OWNER_NOTICES = Counter(
+    "synapse_tchap_guard_owner_notices_total",
+    "Notices to account owners (of a block, a step-up, or a step-up code mailed)",
+    [_LABEL, "channel", "about", "outcome"],
+)
 DATABASE_ERRORS = Counter(
     "synapse_tchap_guard_database_errors_total",
     "Requests the guard could not judge because its tables did not answer",
@@ -54,7 +59,9 @@ _STEP_UP_OUTCOMES = {
     "step_up_required": "required",
     "step_up_succeeded": "succeeded",
     "step_up_failed": "failed",
+    "step_up_code_sent": "code_sent",
 }
+_OWNER_NOTICES = {"owner_notified": "sent", "owner_not_notified": "not_sent"}
 _ADMIN_ACTIONS = {
     "admin_block": "block",
     "admin_unblock": "unblock",
@@ -82,5 +89,9 @@ class GuardMetrics:
             ADMIN_ACTIONS.labels(server, _ADMIN_ACTIONS[action]).inc()
         elif action == "login_refused":
             LOGINS_REFUSED.labels(server).inc()
+        elif action in _OWNER_NOTICES:
+            OWNER_NOTICES.labels(
+                server, guard["channel"], guard["about"], _OWNER_NOTICES[action]
+            ).inc()
         elif action == "database_error":
             DATABASE_ERRORS.labels(server, guard["control"], guard["decision"]).inc()

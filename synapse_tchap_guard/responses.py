@@ -13,7 +13,7 @@ from synapse.module_api.errors import Codes, SynapseError
 from synapse_tchap_guard.config import format_duration, format_size
 from synapse_tchap_guard.inputs import one_line
 from synapse_tchap_guard.model import Block
-from synapse_tchap_guard.policy import Limit, Measure, Verdict
+from synapse_tchap_guard.policy import Limit, Measure, Threshold, Verdict
 
 _ASK_ADMIN = "If you need more, contact your homeserver administrator."
 
@@ -61,6 +61,30 @@ def step_up_required(
             STEP_UP_URL: url,
             BUDGET_RESETS: verdict.retry_after_ms,
         },
+    )
+
+
+def no_step_up_method() -> SynapseError:
+    """The account can use none of the configured step-up methods."""
+    return SynapseError(
+        403,
+        "This account has none of the ways to confirm it is you that this homeserver"
+        " accepts (such as single sign-on, or a verified email address for a code)."
+        " Contact your homeserver administrator.",
+        Codes.FORBIDDEN,
+    )
+
+
+def too_many_codes(limit: Threshold, retry_after_ms: int) -> SynapseError:
+    """429: the account was mailed as many step-up codes as the window allows."""
+    return SynapseError(
+        429,
+        f"Too many codes requested: at most {limit.max} per"
+        f" {format_duration(limit.window_ms)}. Use the last code you received, or try"
+        f" again in {format_wait(retry_after_ms)}.",
+        Codes.LIMIT_EXCEEDED,
+        additional_fields={"retry_after_ms": retry_after_ms},
+        headers={"Retry-After": str(math.ceil(retry_after_ms / 1000))},
     )
 
 

@@ -22,6 +22,8 @@ from typing import Any
 import attr
 
 from harness.homeserver import Homeserver, wait_until
+from harness.mail import MailServer
+from harness.replay import owner
 from harness.replay.attacker import Haul, Scraper
 from harness.replay.colleagues import Day, day_at_work
 from harness.replay.report import Run, as_json, print_calibration, print_report
@@ -108,22 +110,40 @@ def main(argv: list[str] | None = None) -> int:
     for number, (name, guard) in enumerate(configurations):
         directory = workdir / f"run{number}"
         copy_server(workdir / "seed", directory)
+        guarded = guard is not None
+        # With the guard, the owner's mail goes to a real SMTP server on localhost.
+        mail = MailServer() if guarded else None
         server = Homeserver(
-            directory, guard=guard, settings=SETTINGS, metrics=guard is not None
+            directory,
+            guard=guard,
+            settings=SETTINGS,
+            metrics=guarded,
+            email=mail.settings() if mail else None,
         )
-        if guard is None:
+        if not guarded:
             server.config["modules"] = []
+        else:
+            owner.give_address(server, seeded.victim.localpart)
         progress(
             f"Replaying {name}: the hijacked account and {len(seeded.colleagues)} colleagues"
         )
         server.start()
+        step_up, saw = None, None
         try:
+            if guarded:
+                step_up = owner.attacker_tries_to_step_up(
+                    server, seeded.victim.localpart
+                )
             haul, days = replay(server, seeded, args.retries)
-            metrics = server.metrics() if guard is not None else {}
+            metrics = server.metrics() if guarded else {}
+            if mail is not None:
+                saw = owner.after_the_incident(server, mail, seeded.victim.localpart)
         finally:
             server.stop()  # which also flushes the events file
+            if mail is not None:
+                mail.close()
         events = [e for e in server.events() if e["event"]["action"] != "started"]
-        runs.append(Run(name, haul, days, events, metrics))
+        runs.append(Run(name, haul, days, events, metrics, step_up, saw))
         progress(
             f"  done: the attacker sent {haul.requests} requests in {haul.duration_s:.1f} s"
         )

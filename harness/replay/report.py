@@ -10,6 +10,7 @@ import attr
 from harness.demo import print_event_runs
 from harness.replay.attacker import Haul
 from harness.replay.colleagues import Day
+from harness.replay.owner import OwnerSaw, StepUpTry, print_owner
 from harness.replay.seed import Scale, Seeded
 
 
@@ -22,6 +23,8 @@ class Run:
     days: list[Day]
     events: list[dict[str, Any]]  # what the SIEM received
     metrics: dict[str, float]  # the guard's series on Synapse's metrics endpoint
+    step_up: StepUpTry | None = None  # the attacker's try with the phished password
+    owner: OwnerSaw | None = None  # what the account's owner received
 
     @property
     def ordinary_requests(self) -> int:
@@ -146,6 +149,8 @@ def print_report(seeded: Seeded, runs: Sequence[Run]) -> None:
     for what, count in guarded.haul.refusals.most_common():
         print(f"  {count:>5} x {what}")
 
+    print_owner(guarded.step_up, guarded.owner)
+
     print("\nWhat the SIEM received, with the guard (tchap_guard_events.log):")
     print_event_runs(guarded.events, action_width=17)
 
@@ -193,6 +198,10 @@ def as_json(scale: Scale, seeded: Seeded, runs: Sequence[Run]) -> dict[str, Any]
             },
             "siem_events": result.events,
             "metrics": result.metrics,
+            "step_up_with_the_password": (
+                result.step_up.as_json() if result.step_up else None
+            ),
+            "owner_received": result.owner.as_json() if result.owner else None,
         }
 
     return {

@@ -17,8 +17,10 @@ from synapse_tchap_guard.store.database import (
     StoreTimedOut,
     StoreUnavailable,
 )
+from synapse_tchap_guard.store.notices import NoticeStore
 from synapse_tchap_guard.store.pruning import prune
 from synapse_tchap_guard.store.schema import prepare
+from synapse_tchap_guard.store.step_up_codes import StepUpCodeStore
 
 __all__ = ["GuardStore", "StoreTimedOut", "StoreUnavailable"]
 
@@ -30,9 +32,13 @@ class GuardStore:
         self.attempts = AttemptStore(database)
         self.blocks = BlockStore(database)
         self.audit = AuditStore(database)
+        self.step_up_codes = StepUpCodeStore(database)
+        self.notices = NoticeStore(database)
 
     async def prepare(self) -> int:
         return await prepare(self.database)
 
-    async def prune(self, lines_before: int, history_before: int) -> int:
-        return await prune(self.database, lines_before, history_before)
+    async def prune(
+        self, lines_before: int, history_before: int, codes_before: int
+    ) -> int:
+        return await prune(self.database, lines_before, history_before, codes_before)

@@ -12,6 +12,8 @@ BATCH = 5000
 _LINES = ("tchap_guard_attempts", "id", "ts < ?")
 _EVENTS = ("tchap_guard_events", "id", "ts < ?")
 _ENDED_BLOCKS = ("tchap_guard_blocks", "id", "ended_ts IS NOT NULL AND ended_ts < ?")
+_NOTICES = ("tchap_guard_notices", "id", "ts < ?")
+_CODES = ("tchap_guard_step_up_codes", "id", "sent_ts < ?")
 _IDLE_ACCOUNTS = (
     "tchap_guard_accounts",
     "user_id",
@@ -20,14 +22,19 @@ _IDLE_ACCOUNTS = (
 )
 
 
-async def prune(database: Database, lines_before: int, history_before: int) -> int:
+async def prune(
+    database: Database, lines_before: int, history_before: int, codes_before: int
+) -> int:
     """Delete lines older than `lines_before` (and the accounts left without any),
-    audit events and ended blocks older than `history_before`. Returns how many rows."""
+    audit events, ended blocks and notices older than `history_before`, step-up codes
+    sent before `codes_before`. Returns how many rows."""
     removed = 0
     for (table, key, condition), before in (
         (_LINES, lines_before),
         (_EVENTS, history_before),
         (_ENDED_BLOCKS, history_before),
+        (_NOTICES, history_before),
+        (_CODES, codes_before),
         (_IDLE_ACCOUNTS, lines_before),
     ):
         arguments = (before,) * condition.count("?")

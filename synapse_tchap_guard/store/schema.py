@@ -8,6 +8,9 @@ Tables (all prefixed `tchap_guard_`):
   decision, and lines that amend a request later (its bytes, its failure).
 - `blocks`: blocks in force and their history.
 - `events`: the audit trail, as the ECS documents sent to the SIEM.
+- `step_up_codes`: the one-time codes mailed for step-ups (hashed), their tries.
+- `notices`: what the owners of accounts were told, or are about to be (the outbox
+  the main process delivers), which also bounds how often they are told.
 - `schema_versions`: the migrations applied.
 """
 
@@ -84,6 +87,40 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE tchap_guard_attempts ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1",
         "ALTER TABLE tchap_guard_attempts ADD COLUMN served BIGINT NOT NULL DEFAULT 0",
         "UPDATE tchap_guard_attempts SET served = 1 WHERE decision = 'allow'",
+    ],
+    # 3: step-up codes sent by email, and notices to the owners of accounts.
+    [
+        """CREATE TABLE IF NOT EXISTS tchap_guard_step_up_codes (
+            id {serial},
+            user_id TEXT NOT NULL,
+            session_id TEXT NOT NULL,
+            code_hash TEXT NOT NULL,
+            sent_ts BIGINT NOT NULL,
+            expires_ts BIGINT NOT NULL,
+            tries INTEGER NOT NULL DEFAULT 0,
+            used_ts BIGINT
+        )""",
+        """CREATE INDEX IF NOT EXISTS tchap_guard_step_up_codes_by_session
+            ON tchap_guard_step_up_codes (user_id, session_id, id)""",
+        """CREATE INDEX IF NOT EXISTS tchap_guard_step_up_codes_by_sent
+            ON tchap_guard_step_up_codes (user_id, sent_ts)""",
+        """CREATE TABLE IF NOT EXISTS tchap_guard_notices (
+            id {serial},
+            user_id TEXT NOT NULL,
+            ts BIGINT NOT NULL,
+            about TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            content TEXT NOT NULL,
+            state TEXT NOT NULL,
+            done_ts BIGINT,
+            node TEXT NOT NULL
+        )""",
+        """CREATE INDEX IF NOT EXISTS tchap_guard_notices_by_account
+            ON tchap_guard_notices (user_id, channel, ts)""",
+        """CREATE INDEX IF NOT EXISTS tchap_guard_notices_pending
+            ON tchap_guard_notices (id) WHERE state = 'pending'""",
+        """CREATE INDEX IF NOT EXISTS tchap_guard_notices_by_ts
+            ON tchap_guard_notices (ts)""",
     ],
 ]
 

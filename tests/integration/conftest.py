@@ -1,8 +1,9 @@
 """Fixtures: one real Synapse per test module and backend, shared by its tests.
 
 Tests use fresh accounts, so they can share a homeserver. `server` runs the guard a
-module sets in its `GUARD` (example_homeserver.yaml's without one); a module that needs
-more defines its own `server`.
+module sets in its `GUARD` (example_homeserver.yaml's without one), and sends no mail;
+a module that needs more (mail through `mail`, a real SMTP server) defines its own
+`server`.
 
 A test that needs PostgreSQL (127.0.0.1:5432) or Redis (127.0.0.1:6379) fails when it
 is not running, so that a green run means they were exercised; with
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from harness.homeserver import Account, Homeserver
+from harness.mail import MailServer
 from tests.services import require_postgres
 
 
@@ -39,6 +41,7 @@ def running_homeserver(
     guard: dict[str, Any] | None = None,
     settings: dict[str, Any] | None = None,
     metrics: bool = False,
+    mail: MailServer | None = None,
 ) -> Iterator[Homeserver]:
     server = Homeserver(
         factory.mktemp(f"synapse-{backend}"),
@@ -46,6 +49,7 @@ def running_homeserver(
         guard=guard,
         settings=settings,
         metrics=metrics,
+        email=mail.settings() if mail else None,
     )
     try:
         server.start()
@@ -68,3 +72,11 @@ def server(
 @pytest.fixture(scope="module")
 def admin(server: Homeserver) -> Account:
     return server.register(admin=True)
+
+
+@pytest.fixture(scope="module")
+def mail() -> Iterator[MailServer]:
+    """A real SMTP server on localhost, for a module's homeserver to send mail to."""
+    server = MailServer()
+    yield server
+    server.close()

@@ -3,6 +3,10 @@
 Past the budget a directory search is never refused: it shows only people already
 discovered (a client searching on every keystroke learns nothing new, and its owner
 is not blocked for it); a profile lookup of someone new asks for a step-up.
+
+Here the admin accepts the password for step-ups (`step_up_methods: [password]`): the
+budgets, the expiry and the escalation are the same whatever the method
+(test_step_up_email_code.py has the default methods).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ GUARD = {
         "after_step_up": {"window": "1h", "max_profiles": AFTER},
         "block_at": {"window": "1h", "max": 4},
         "failed_step_ups_block_at": {"window": "1h", "max": 3},
+        "step_up_methods": ["password"],
     },
 }
 STEP_UP_ERRCODE = "org.matrix.msc4363.M_INSUFFICIENT_USER_AUTHENTICATION"
@@ -114,6 +119,14 @@ def stepped_up(account: Account) -> None:
     assert response.status_code == 200, response.text
 
 
+def test_accepting_the_password_is_flagged_at_start_up(server: Homeserver) -> None:
+    started = [e for e in server.events() if e["event"]["action"] == "started"][-1]
+    assert any(
+        "step_up_methods lists password: whoever holds an account's password" in w
+        for w in started["tchap_guard"]["warnings"]
+    )
+
+
 def test_looking_colleagues_up_never_meets_the_wall(
     server: Homeserver, admin: Account, people: list[Account]
 ) -> None:
@@ -191,6 +204,7 @@ def test_step_up_is_user_interactive_auth_and_lifts_the_budget(
     assert abs(valid_until / 1000 - (time.time() + VALID_FOR_S)) < 3
     (succeeded,) = server.events_about(user.user_id, "step_up_succeeded")
     assert succeeded["event"]["outcome"] == "success"
+    assert succeeded["tchap_guard"]["method"] == "password"
 
     # The four already discovered, and four more: the larger budget; past it, a
     # profile lookup gets a 429 (stepping up again would not help).

@@ -10,6 +10,7 @@ from harness.homeserver import ADMIN_API, Account, Homeserver, wait_until
 
 NUL_PROFILE = "/_matrix/client/v3/profile/%40a%00b%3Alocalhost"
 NUL_MEDIA = "/_matrix/client/v1/media/download/localhost/ab%00c"
+AMENDMENTS = ("bytes", "failed")
 
 
 def view(admin: Account, user: Account) -> dict[str, Any]:
@@ -20,13 +21,19 @@ def view(admin: Account, user: Account) -> dict[str, Any]:
 
 
 def standing(admin: Account, user: Account) -> tuple[int, int, list[Any]]:
-    """People discovered, downloads attempted, and the targets of its actions."""
+    """People discovered, downloads attempted, and the targets of its requests (a
+    response that ends after its request was written adds a line of its own, which
+    amends it: left out here, as its timing is not the test's)."""
     shown = view(admin, user)
     counters = shown["counters"]
     return (
         counters["directory"]["limits"][0]["count"],
         counters["media_downloads"]["block_at"]["attempts"],
-        sorted(action["target"] for action in shown["recent_actions"]),
+        sorted(
+            action["target"]
+            for action in shown["recent_actions"]
+            if action["decision"] not in AMENDMENTS
+        ),
     )
 
 

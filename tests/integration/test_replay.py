@@ -63,6 +63,28 @@ def test_the_attacker_is_held_by_every_route_while_element_users_never_notice(
         assert ordinary["blocked"] == 0
 
     actions = [event["event"]["action"] for event in with_["siem_events"]]
-    assert "deny" in actions
+    assert {"deny", "block", "login_refused"} <= set(actions)
+    assert (
+        with_["metrics"][
+            'synapse_tchap_guard_blocked_accounts{server_name="localhost"}'
+        ]
+        == 1
+    )
+    # The phished password does not lift the directory budget: the step-up wants a
+    # code mailed to the owner, who hears of it, and of the block.
+    tried = with_["step_up_with_the_password"]
+    assert tried["offered"] == ["fr.gouv.tchap.guard.email_code"]
+    assert tried["with_password"].startswith("401 M_FORBIDDEN")
+    assert tried["code_sent_to"] and not tried["stepped_up"]
+    assert tried["with_a_guess"].startswith("401 M_FORBIDDEN")
+    received = with_["owner_received"]
+    subjects = [mail["subject"] for mail in received["inbox"]]
+    assert "Your code to confirm it is you on localhost" in subjects
+    assert any("is blocked" in subject for subject in subjects)
+    assert any("is blocked" in notice for notice in received["server_notices"])
+    assert {"step_up_failed", "step_up_code_sent", "owner_notified"} <= set(actions)
+
     output = capsys.readouterr().out
     assert "What the SIEM received, with the guard" in output
+    assert "The step-up, tried by the attacker with the phished password" in output
+    assert "What the owner received, with the guard" in output

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from harness.homeserver import Homeserver
+from harness.mail import MailServer
 from synapse_tchap_guard import exposure_settings
 from synapse_tchap_guard._synapse_internals import client_routes
 
@@ -64,6 +65,11 @@ from synapse_tchap_guard._synapse_internals import client_routes
             "blocking: cannot be null (to never block, set block_at: null in each"
             " control)",
         ),
+        (
+            {"directory": {"step_up_methods": ["email", "sso"]}},
+            "directory.step_up_methods.0: 'email' is not a method"
+            " (use sso, email_code, password)",
+        ),
     ],
 )
 def test_a_wrong_config_stops_synapse_naming_the_key_and_the_fix(
@@ -118,19 +124,37 @@ def test_an_empty_config_runs_with_the_documented_defaults(tmp_path: Path) -> No
                 "free": {"window": "1d", "max_profiles": 3000},
                 "step_up_valid_for": "12h",
                 "after_step_up": {"window": "1d", "max_profiles": 20000},
+                "step_up_methods": ["sso", "email_code"],
+                "email_code": {
+                    "valid_for": "10m",
+                    "max_tries": 3,
+                    "max_sent": {"window": "1h", "max": 5},
+                },
                 "block_at": {"window": "1d", "max": 30},
                 "failed_step_ups_block_at": {"window": "1h", "max": 5},
                 "min_search_length": 3,
                 "new_people_per_search": 20,
             },
             "blocking": {"duration": "1d", "end_sessions": True},
+            "owner_notices": {
+                "email": True,
+                "server_notice": True,
+                "limit": {"window": "1h", "max": 3},
+            },
             "retention": "90d",
         }
-        # What Synapse serves without an account despite the example's settings: room
-        # summaries, on the releases that always serve them.
+        # What Synapse serves without an account despite the example's settings (room
+        # summaries, on the releases that always serve them), and, as this test server
+        # has no email settings, what that costs.
         assert started["tchap_guard"]["warnings"] == (
             [ROOM_SUMMARIES_WARNING] if room_summaries_always_served() else []
-        )
+        ) + [
+            "directory.step_up_methods lists email_code, but this homeserver has no"
+            " email settings (email.notif_from): no code can be sent, so no account is"
+            " offered email_code.",
+            "owner_notices.email is on, but this homeserver has no email settings"
+            " (email.notif_from): owners are not told by email.",
+        ]
         assert started["tchap_guard"]["synapse_version"] == version("matrix-synapse")
         assert started["service"]["node"]["name"] == "main"
         owner, user = server.register(), server.register()
@@ -187,6 +211,28 @@ def test_start_up_warns_about_every_route_left_open_without_an_account(
         person = server.register()
         anyone = server.anonymous().get(f"/_matrix/client/v3/profile/{person.user_id}")
         assert anyone.status_code == 200
+    finally:
+        server.destroy()
+
+
+def test_start_up_warns_where_step_up_codes_or_notices_cannot_be_trusted(
+    tmp_path: Path, mail: MailServer
+) -> None:
+    server = Homeserver(
+        tmp_path,
+        email=mail.settings(),
+        settings={"enable_3pid_changes": True, "server_notices": None},
+    )
+    try:
+        server.start()
+        warnings = started_warnings(server)
+        assert "users may add email addresses themselves (enable_3pid_changes)" in (
+            warnings
+        )
+        assert "Set enable_3pid_changes: false." in warnings
+        assert "server_notices is not configured" in warnings
+        assert "no email settings" not in warnings
+        assert "users may add email addresses themselves" in server.output()
     finally:
         server.destroy()
 

@@ -226,3 +226,31 @@ def test_a_burst_of_profile_lookups_over_three_processes_gets_exactly_the_budget
         statuses = list(pool.map(look_up, range(30)))
     assert statuses.count(200) == PEOPLE
     assert sorted(set(statuses)) == [200, 401]  # the rest asked to step up
+
+
+def test_a_notice_queued_on_a_worker_is_sent_by_the_main_process(
+    cluster: tuple[Homeserver, Worker, Worker],
+) -> None:
+    server, worker, _ = cluster
+    admin, user = server.register(admin=True), server.register()
+    # Synapse builds server notices only on the main process: the worker queues.
+    response = worker.on(admin).post(
+        f"{ADMIN_API}/accounts/{quote(user.user_id)}/block",
+        {"reason": "set on the worker", "duration": "1h"},
+    )
+    assert response.status_code == 200, response.text
+    (told,) = wait_until(
+        lambda: [
+            e
+            for e in server.events_about(user.user_id, "owner_notified")
+            if e["tchap_guard"]["channel"] == "server_notice"
+        ]
+    )
+    assert told["service"]["node"]["name"] == "main"
+    assert not [e for e in worker.events() if e["event"]["action"] == "owner_notified"]
+    lifted = admin.post(
+        f"{ADMIN_API}/accounts/{quote(user.user_id)}/unblock", {"reason": "test"}
+    )
+    assert lifted.status_code == 200
+    (notice,) = wait_until(user.server_notices)
+    assert "An administrator blocked it: set on the worker." in notice["body"]

@@ -18,9 +18,11 @@ from synapse_tchap_guard.config import (
     GIB,
     HOUR_MS,
     BlockingConfig,
+    EmailCodeConfig,
     GuardConfig,
     Mode,
     OnError,
+    OwnerNoticesConfig,
     describe,
     format_duration,
     parse_config,
@@ -28,6 +30,7 @@ from synapse_tchap_guard.config import (
     parse_size,
 )
 from synapse_tchap_guard.policy import Limit, Quota, Threshold
+from synapse_tchap_guard.step_up_methods import Method
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "example_homeserver.yaml"
 
@@ -90,17 +93,29 @@ def test_the_example_homeserver_config_parses_to_what_it_says() -> None:
             "free": {"window": "1d", "max_profiles": 3000},
             "step_up_valid_for": "12h",
             "after_step_up": {"window": "1d", "max_profiles": 20000},
+            "step_up_methods": ["sso", "email_code"],
+            "email_code": {
+                "valid_for": "10m",
+                "max_tries": 3,
+                "max_sent": {"window": "1h", "max": 5},
+            },
             "block_at": {"window": "1d", "max": 30},
             "failed_step_ups_block_at": {"window": "1h", "max": 5},
             "min_search_length": 3,
             "new_people_per_search": 20,
         },
         "blocking": {"duration": "1d", "end_sessions": True},
+        "owner_notices": {
+            "email": True,
+            "server_notice": True,
+            "limit": {"window": "1h", "max": 3},
+        },
         "retention": "90d",
     }
     assert config.media_downloads == DEFAULT_MEDIA_DOWNLOADS
     assert config.message_history == DEFAULT_MESSAGE_HISTORY
     assert config.directory == DEFAULT_DIRECTORY
+    assert config.owner_notices == OwnerNoticesConfig()
 
 
 def test_keys_not_given_keep_their_defaults_and_null_disables() -> None:
@@ -423,6 +438,61 @@ def test_durations_are_spelled_back_the_short_way() -> None:
             ("public_room_joins", "limits", "0"),
             ["expected a mapping of keys, got nothing"],
         ),
+        (
+            {"directory": {"step_up_methods": ["sso", "sms"]}},
+            ("directory", "step_up_methods", "1"),
+            ["'sms' is not a method", "use sso, email_code, password"],
+        ),
+        (
+            {"directory": {"step_up_methods": []}},
+            ("directory", "step_up_methods"),
+            ["one or more of sso, email_code, password", "after_step_up"],
+        ),
+        (
+            {"directory": {"step_up_methods": "email_code"}},
+            ("directory", "step_up_methods"),
+            ["expected a list"],
+        ),
+        (
+            {"directory": {"step_up_methods": ["sso", "sso"]}},
+            ("directory", "step_up_methods", "1"),
+            ["'sso' is listed twice"],
+        ),
+        (
+            {"directory": {"email_code": {"valid_for": "0"}}},
+            ("directory", "email_code", "valid_for"),
+            ["must be longer than zero"],
+        ),
+        (
+            {"directory": {"email_code": {"max_tries": 0}}},
+            ("directory", "email_code", "max_tries"),
+            ["0 is not a whole number above zero"],
+        ),
+        (
+            {"directory": {"email_code": {"max_sent": None}}},
+            ("directory", "email_code", "max_sent"),
+            ["cannot be null"],
+        ),
+        (
+            {"directory": {"email_code": {"lifetime": "5m"}}},
+            ("directory", "email_code", "lifetime"),
+            ["unknown key 'lifetime'", "valid_for"],
+        ),
+        (
+            {"owner_notices": {"email": "yes"}},
+            ("owner_notices", "email"),
+            ["use true or false"],
+        ),
+        (
+            {"owner_notices": {"limit": {"window": "1h"}}},
+            ("owner_notices", "limit"),
+            ["needs a window and a max"],
+        ),
+        (
+            {"owner_notices": {"sms": True}},
+            ("owner_notices", "sms"),
+            ["unknown key 'sms'", "email, limit, server_notice"],
+        ),
     ],
 )
 def test_a_wrong_key_names_itself_and_what_is_accepted(
@@ -460,6 +530,43 @@ def test_media_limits_may_count_files_bytes_or_both() -> None:
 
 def test_the_directory_can_be_left_unlimited() -> None:
     assert parse_config({"directory": {"free": None}}).directory is None
+
+
+def test_step_up_never_defaults_to_the_password_and_takes_it_only_when_listed() -> None:
+    default = parse_config({}).directory
+    assert default is not None
+    assert default.methods == (Method.SSO, Method.EMAIL_CODE)
+    listed = parse_config(
+        {"directory": {"step_up_methods": ["email_code", "password"]}}
+    ).directory
+    assert listed is not None
+    assert listed.methods == (Method.EMAIL_CODE, Method.PASSWORD)
+
+
+def test_email_codes_and_owner_notices_can_be_tuned_or_turned_off() -> None:
+    config = parse_config(
+        {
+            "directory": {
+                "email_code": {
+                    "valid_for": "2m",
+                    "max_tries": 5,
+                    "max_sent": {"window": "1d", "max": 10},
+                }
+            },
+            "owner_notices": {
+                "server_notice": False,
+                "limit": {"window": "1d", "max": 2},
+            },
+        }
+    )
+    assert config.directory is not None
+    assert config.directory.email_code == EmailCodeConfig(
+        valid_for_ms=120_000, max_tries=5, max_sent=Threshold(DAY_MS, 10)
+    )
+    assert config.owner_notices == OwnerNoticesConfig(
+        email=True, server_notice=False, limit=Threshold(DAY_MS, 2)
+    )
+    assert parse_config({"owner_notices": None}).owner_notices is None
 
 
 def test_null_turns_off_what_it_names_and_only_that() -> None:
@@ -505,3 +612,10 @@ def test_thresholds_above_what_the_limits_serve_are_accepted() -> None:
         }
     )
     assert config.public_room_joins.block_at == Threshold(DAY_MS, 241)
+
+
+def test_the_readme_shows_the_defaults_as_they_are() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    block = readme.split("```yaml\nmodules:", 1)[1].split("```", 1)[0]
+    shown = yaml.safe_load("modules:" + block)["modules"][0]["config"]
+    assert parse_config(shown) == parse_config({})

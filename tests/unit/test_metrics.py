@@ -37,6 +37,11 @@ def test_each_action_counts_in_its_series_and_the_gauge_asks_the_registry() -> N
         event("database_error", control="media_downloads", decision="allow")
     )
     metrics.observe(event("sessions_ended"))  # not a metric of its own
+    metrics.observe(event("step_up_code_sent", control="directory"))
+    metrics.observe(event("owner_notified", channel="email", about="block"))
+    metrics.observe(
+        event("owner_not_notified", channel="server_notice", about="step_up")
+    )
 
     assert (
         sample("decisions_total", control="media_downloads", decision="deny")
@@ -53,6 +58,20 @@ def test_each_action_counts_in_its_series_and_the_gauge_asks_the_registry() -> N
     assert sample("admin_actions_total", action="unblock") == 1
     assert (
         sample("database_errors_total", control="media_downloads", decision="allow")
+        == 1
+    )
+    assert sample("step_ups_total", outcome="code_sent") == 1
+    assert (
+        sample("owner_notices_total", channel="email", about="block", outcome="sent")
+        == 1
+    )
+    assert (
+        sample(
+            "owner_notices_total",
+            channel="server_notice",
+            about="step_up",
+            outcome="not_sent",
+        )
         == 1
     )
     assert sample("blocked_accounts") == 3

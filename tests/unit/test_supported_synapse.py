@@ -52,6 +52,12 @@ def test_a_synapse_without_an_internal_the_guard_needs_is_refused_by_name() -> N
     assert "ModuleApi._device_handler.delete_devices" in message
     assert "ModuleApi._store.get_devices_by_user" in message
     assert "ModuleApi._store.db_pool.runInteraction" in message
+    assert "ModuleApi._auth_handler.check_ui_auth" in message
+    assert "ModuleApi._auth_handler._get_available_ui_auth_types" in message
+    assert "ModuleApi._hs.get_server_notices_manager" in message
+    assert "ModuleApi._hs.config.email.email_notif_from" in message
+    assert "ModuleApi._hs.config.servernotices.server_notices_mxid" in message
+    assert "ModuleApi._hs.config.registration.enable_3pid_changes" in message
 
 
 def test_an_unsupported_synapse_version_is_refused(
