@@ -491,9 +491,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args, rest = parser.parse_known_args(argv)
     if args.scale:
-        from harness import scale
+        from harness.scale import main as scale
 
-        return scale.main(rest)
+        return scale(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.quick:

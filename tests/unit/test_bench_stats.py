@@ -32,6 +32,6 @@ def test_a_histograms_quantile_interpolates_within_its_bucket() -> None:
     buckets = [(1e-5, 0.0), (2e-5, 50.0), (5e-5, 100.0), (math.inf, 100.0)]
     assert histogram_quantile(buckets, 0.5) == pytest.approx(2e-5)
     assert histogram_quantile(buckets, 0.75) == pytest.approx(3.5e-5)
-    assert histogram_quantile(buckets + [(1.0, 100.0)], 0.99) < 5e-5 + 1e-12
+    assert histogram_quantile([*buckets, (1.0, 100.0)], 0.99) < 5e-5 + 1e-12
     assert histogram_quantile([(1e-5, 0.0), (math.inf, 4.0)], 0.5) == 1e-5
     assert math.isnan(histogram_quantile([(1e-5, 0.0), (math.inf, 0.0)], 0.5))
