@@ -1,10 +1,21 @@
-"""Throughput of the same real Synapse without the guard and with it.
+"""What the guard costs a real Synapse: CPU per request, latency, its own time.
 
-For each database, Synapse runs alternately without the module and with it (limits
-high enough that nothing is refused), and a small keep-alive HTTP client drives
-authenticated downloads of small media, spread over several accounts, with some
-concurrency. Also measured: a plain authenticated request (`/account/whoami`), which
-only pays the per-request block check. Prints requests per second and the ratio.
+For each database, three copies of the same Synapse run on one core: two without the
+module (A1, A2) and one with it (G, limits high enough that nothing is refused). A
+keep-alive HTTP client on the other core drives five kinds of request, from many
+distinct accounts: `whoami` (authenticated, nothing limits it), a download, a small
+thumbnail, a join (of a public room already joined: Synapse answers without a new
+event, the guard counts nothing new) and a profile lookup. Batches alternate between
+the three servers in a rotating order, round after round, the servers not measured
+frozen (SIGSTOP), so that each round compares them within seconds of each other.
+
+Measured per batch: the server's CPU time (every thread, from the kernel's scheduler
+statistics, in nanoseconds), the requests per second, each request's latency and,
+from G's metrics endpoint, the guard's own time (`synapse_tchap_guard_hook_seconds`).
+The guard's cost is the ratio of CPU per request, A over G (a capacity ratio: 0.98
+means the guarded core serves 2% fewer requests), as the geometric mean of the rounds'
+ratios with a 95% bootstrap interval; the A/A control, A1 against A2, in the same run.
+A cold pass first, before the rounds: each account's first request of each kind.
 """
 
 from __future__ import annotations
@@ -13,41 +24,68 @@ import argparse
 import asyncio
 import itertools
 import json
-import math
 import os
 import signal
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import attr
 
-from harness.homeserver import Account, Homeserver, postgres_available
+from harness.homeserver import Account, Homeserver, png, postgres_available
+from harness.stats import histogram_quantile, percentile, ratio_interval
 
-# High enough that nothing is refused, so both servers do the same work (no block
+BIG = 10**9
+# High enough that nothing is refused, so all servers do the same work (no block
 # threshold: one above limits this high could never be reached, and the config
-# refuses it).
-UNLIMITED_GUARD = {
-    "public_room_joins": {"limits": [{"window": "1h", "max": 10**9}], "block_at": None},
+# refuses it). The windows are the example's: a day's counts are kept.
+UNLIMITED_GUARD: dict[str, Any] = {
+    "public_room_joins": {
+        "limits": [{"window": "1h", "max": BIG}, {"window": "1d", "max": BIG}],
+        "block_at": None,
+    },
     "media_downloads": {
         "limits": [
-            {"window": "1m", "max": 10**9},
-            {"window": "1h", "max": 10**9, "max_bytes": "1T"},
-            {"window": "1d", "max": 10**9, "max_bytes": "1T"},
+            {"window": "1m", "max": BIG},
+            {"window": "1h", "max": BIG, "max_bytes": "1T"},
+            {"window": "1d", "max": BIG, "max_bytes": "1T"},
         ],
+        "block_at": None,
+    },
+    "small_thumbnails": {
+        "max_size": 400,
+        "limits": [{"window": "1m", "max": BIG}, {"window": "1d", "max": BIG}],
+        "block_at": None,
+    },
+    "directory": {
+        "free": {"window": "1d", "max_profiles": BIG},
+        "after_step_up": {"window": "1d", "max_profiles": BIG},
         "block_at": None,
     },
 }
 
-
-# Synapse serves from one thread (the GIL), so it gets a core of its own and the
-# client the other: neither steals the other's time, and runs vary far less.
+# Synapse serves from one thread (the GIL): the servers share a core, the client has
+# the other; neither steals the other's time.
 SERVER_CPUS = {0}
 CLIENT_CPUS = {1}
+# A thawed server first runs the timers it missed while frozen: not this batch's work.
+SETTLE_S = 0.1
+KINDS = ("whoami", "download", "thumbnail", "join", "profile")
+SERVERS = ("A1", "A2", "G")
+# The guard's own time, as the hook that judges each kind (a join has its own).
+HOOKS = {"join": "join"}
+
+# What the issue asks of the guard, checked against what this run measured.
+TARGET_RATIO = 0.98
+TARGET_P99_RATIO = 1.10
+TARGET_OWN_P99_US = {"whoami": 50.0, "download": 200.0}
+CONTROL_TOLERANCE = 0.01
+
+Request = tuple[str, str, str]  # method, path, token
 
 
 class Client:
@@ -62,10 +100,13 @@ class Client:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         return cls(reader, writer)
 
-    async def get(self, path: str, token: str) -> int:
+    async def send(self, method: str, path: str, token: str) -> int:
+        body = b"{}" if method == "POST" else b""
         self.writer.write(
-            f"GET {path} HTTP/1.1\r\nHost: localhost\r\n"
-            f"Authorization: Bearer {token}\r\n\r\n".encode()
+            f"{method} {path} HTTP/1.1\r\nHost: localhost\r\n"
+            f"Authorization: Bearer {token}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
         )
         status = int((await self.reader.readline()).split()[1])
         length, chunked = 0, False
@@ -90,247 +131,402 @@ class Client:
 
 
 async def drive(
-    port: int, requests: Sequence[tuple[str, str]], concurrency: int
-) -> tuple[float, dict[int, int]]:
-    """Send the requests over `concurrency` connections; seconds taken, status counts."""
+    port: int, requests: list[Request], concurrency: int
+) -> tuple[float, list[float], dict[int, int]]:
+    """Send the requests over `concurrency` connections: seconds taken, each
+    request's latency, status counts."""
     queue = iter(requests)
     statuses: dict[int, int] = {}
+    latencies: list[float] = []
 
     async def one_connection() -> None:
         client = await Client.connect(port)
         try:
-            for path, token in queue:
-                status = await client.get(path, token)
+            for method, path, token in queue:
+                started = time.perf_counter()
+                status = await client.send(method, path, token)
+                latencies.append(time.perf_counter() - started)
                 statuses[status] = statuses.get(status, 0) + 1
         finally:
             client.close()
 
     started = time.perf_counter()
     await asyncio.gather(*(one_connection() for _ in range(concurrency)))
-    return time.perf_counter() - started, statuses
+    return time.perf_counter() - started, latencies, statuses
 
 
-def workload(
-    kind: str, accounts: list[Account], media: list[str], count: int
-) -> list[tuple[str, str]]:
-    paths: Iterator[str]
-    if kind == "whoami":
-        paths = itertools.repeat("/_matrix/client/v3/account/whoami")
-    else:
-        paths = itertools.cycle(
-            "/_matrix/client/v1/media/download/" + mxc.removeprefix("mxc://")
-            for mxc in media
-        )
-    tokens = itertools.cycle(account.token for account in accounts)
-    return [
-        (path, token)
-        for path, token, _ in zip(paths, tokens, range(count), strict=False)
-    ]
+def cpu_ns(pid: int) -> int:
+    """CPU time of a process, every thread, in nanoseconds (the scheduler's own
+    accounting: far finer than /proc's clock ticks)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except FileNotFoundError:  # a thread that ended meanwhile
+            continue
+    return total
 
 
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process and all its threads, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-WORKLOADS = ("whoami", "download")
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 @attr.define
-class Prepared:
-    """A running server with accounts and media ready, and what it measured."""
+class Targets:
+    """What one server serves, the same on every server."""
 
-    server: Homeserver
-    accounts: list[Account]
     media: list[str]
-    rps: dict[str, list[float]] = attr.Factory(lambda: {k: [] for k in WORKLOADS})
-    cpu_us: dict[str, list[float]] = attr.Factory(lambda: {k: [] for k in WORKLOADS})
+    images: list[str]
+    rooms: list[str]
+    people: list[str]
 
+    def paths(self, kind: str) -> Iterator[tuple[str, str]]:
+        def media_path(mxc: str, thumbnail: bool) -> str:
+            server_and_id = mxc.removeprefix("mxc://")
+            if thumbnail:
+                return (
+                    f"/_matrix/client/v1/media/thumbnail/{server_and_id}"
+                    "?width=32&height=32&method=scale"
+                )
+            return f"/_matrix/client/v1/media/download/{server_and_id}"
 
-def even_and_positive(text: str) -> int:
-    value = int(text)
-    if value < 2 or value % 2:
-        raise argparse.ArgumentTypeError(
-            f"must be an even number of 2 or more, not {value}"
+        if kind == "whoami":
+            return itertools.repeat(("GET", "/_matrix/client/v3/account/whoami"))
+        if kind == "download":
+            return itertools.cycle([("GET", media_path(m, False)) for m in self.media])
+        if kind == "thumbnail":
+            return itertools.cycle([("GET", media_path(m, True)) for m in self.images])
+        if kind == "join":
+            return itertools.cycle(
+                [("POST", f"/_matrix/client/v3/join/{quote(r)}") for r in self.rooms]
+            )
+        return itertools.cycle(
+            [("GET", f"/_matrix/client/v3/profile/{quote(p)}") for p in self.people]
         )
-    return value
 
 
-def prepare(database: str, guarded: bool, args: argparse.Namespace) -> Prepared:
+@attr.define
+class Measured:
+    """What a server measured, per kind: one value per round (and every latency)."""
+
+    cpu_us: dict[str, list[float]] = attr.Factory(lambda: {k: [] for k in KINDS})
+    rps: dict[str, list[float]] = attr.Factory(lambda: {k: [] for k in KINDS})
+    latency: dict[str, list[float]] = attr.Factory(lambda: {k: [] for k in KINDS})
+    # The guard's own time: cumulative histogram buckets (le -> count), per kind.
+    own: dict[str, dict[float, float]] = attr.Factory(lambda: {k: {} for k in KINDS})
+
+
+@attr.define
+class Server:
+    name: str
+    server: Homeserver
+    accounts: list[Account]  # warm: used in every round
+    cold: list[Account]  # each used once per kind, in the cold pass
+    targets: Targets
+    warm: Measured = attr.Factory(Measured)
+    first: Measured = attr.Factory(Measured)
+
+    @property
+    def pid(self) -> int:
+        assert self.server.process is not None
+        return self.server.process.pid
+
+    def freeze(self) -> None:
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
+    def own_time(self, hook: str) -> dict[float, float]:
+        """The guard's own time histogram for a hook (cumulative buckets)."""
+        if self.name != "G":
+            return {}
+        prefix = 'synapse_tchap_guard_hook_seconds_bucket{hook="' + hook + '",le="'
+        return {
+            float(key[len(prefix) :].split('"')[0]): value
+            for key, value in self.server.metrics().items()
+            if key.startswith(prefix)
+        }
+
+    def batch(
+        self,
+        kind: str,
+        accounts: list[Account],
+        count: int,
+        concurrency: int,
+        into: Measured | None,
+    ) -> None:
+        """Send one batch of a kind and record its costs into `into`."""
+        paths = self.targets.paths(kind)
+        tokens = itertools.cycle(account.token for account in accounts)
+        requests = [
+            (method, path, token)
+            for (method, path), token, _ in zip(
+                paths, tokens, range(count), strict=False
+            )
+        ]
+        hook = HOOKS.get(kind, "request")
+        own_before = self.own_time(hook) if into is not None else {}
+        cpu_before = cpu_ns(self.pid)
+        seconds, latencies, statuses = asyncio.run(
+            drive(self.server.port, requests, concurrency)
+        )
+        cpu = cpu_ns(self.pid) - cpu_before
+        if set(statuses) != {200}:
+            raise RuntimeError(f"{self.name} {kind}: not all served: {statuses}")
+        if into is None:
+            return
+        into.cpu_us[kind].append(cpu / 1000 / count)
+        into.rps[kind].append(count / seconds)
+        into.latency[kind].extend(latencies)
+        for bound, value in self.own_time(hook).items():
+            delta = value - own_before.get(bound, 0.0)
+            into.own[kind][bound] = into.own[kind].get(bound, 0.0) + delta
+
+
+def prepare(name: str, database: str, args: argparse.Namespace) -> Server:
     workdir = Path(tempfile.mkdtemp(prefix="tchap-guard-bench-"))
+    guarded = name == "G"
     server = Homeserver(
         workdir,
         database=database,
         guard=UNLIMITED_GUARD if guarded else None,
         settings={} if guarded else {"modules": []},
+        metrics=True,
         cpus=SERVER_CPUS,
     )
     server.start()
+    owner = server.register()
     accounts = [server.register() for _ in range(args.accounts)]
-    media = [accounts[0].upload(os.urandom(args.size)) for _ in range(args.media)]
-    prepared = Prepared(server, accounts, media)
-    for kind in WORKLOADS:  # warm the caches of both servers alike
-        batch(prepared, kind, args.concurrency * 50, args.concurrency, record=False)
+    cold = [server.register() for _ in range(args.cold)]
+    targets = Targets(
+        media=[owner.upload(os.urandom(args.size)) for _ in range(args.media)],
+        images=[
+            owner.upload(png(256, 256, seed), "image/png") for seed in range(args.media)
+        ],
+        rooms=[owner.create_room() for _ in range(args.rooms)],
+        people=[account.user_id for account in accounts[: args.media]],
+    )
+    prepared = Server(name, server, accounts, cold, targets)
+    # Warm every cache alike; every warm account joins every room once.
+    for kind in KINDS:
+        count = len(accounts) * (args.rooms if kind == "join" else 1)
+        prepared.batch(kind, accounts, max(count, 400), args.concurrency, None)
     return prepared
 
 
-def freeze(prepared: Prepared) -> None:
-    assert prepared.server.process is not None
-    prepared.server.process.send_signal(signal.SIGSTOP)
-
-
-def thaw(prepared: Prepared) -> None:
-    assert prepared.server.process is not None
-    prepared.server.process.send_signal(signal.SIGCONT)
-
-
-def batch(
-    prepared: Prepared, kind: str, count: int, concurrency: int, record: bool = True
-) -> None:
-    """Send one batch of a workload and record its throughput and CPU cost."""
-    process = prepared.server.process
-    assert process is not None
-    requests = workload(kind, prepared.accounts, prepared.media, count)
-    cpu_before = cpu_seconds(process.pid)
-    seconds, statuses = asyncio.run(drive(prepared.server.port, requests, concurrency))
-    cpu = cpu_seconds(process.pid) - cpu_before
-    if set(statuses) != {200}:
-        raise RuntimeError(f"{kind}: not every request was served: {statuses}")
-    if record:
-        prepared.rps[kind].append(count / seconds)
-        prepared.cpu_us[kind].append(cpu / count * 1e6)
-
-
-def compare(database: str, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """Compare the servers with and without the guard on one database.
-
-    Both servers stay up and short batches alternate A B B A, so each pair of batches
-    compared ran within seconds of each other, whatever the machine did meanwhile. The
-    server not being measured is frozen (SIGSTOP): its background work never runs on
-    the other's time, and catches up in its own batches. An A/A run (two identical
-    servers) showed the server started second running a few per cent faster, so the
-    comparison runs twice, starting them in both orders, and takes the geometric
-    mean: the order's effect cancels out.
-    """
-    sessions = []
-    for guarded_first in (False, True):
-        # With --control both servers run without the guard: the noise floor.
-        first = prepare(database, guarded=guarded_first and not args.control, args=args)
-        freeze(first)
-        second = prepare(
-            database, guarded=not guarded_first and not args.control, args=args
-        )
-        freeze(second)
-        without, with_guard = (second, first) if guarded_first else (first, second)
-        try:
-            for round_number in range(args.rounds // 2):
-                order = (
-                    (without, with_guard)
-                    if round_number % 2 == 0
-                    else (with_guard, without)
+def measure(database: str, args: argparse.Namespace) -> dict[str, Any]:
+    servers: list[Server] = []
+    try:
+        for name in SERVERS:
+            servers.append(prepare(name, database, args))
+            servers[-1].freeze()
+        # Cold: each account's first request of each kind, once per server.
+        for kind in KINDS:
+            for server in servers:
+                server.thaw()
+                time.sleep(SETTLE_S)
+                cold = server.cold  # one request each: a join is a real one
+                server.batch(kind, cold, len(cold), args.concurrency, server.first)
+                server.freeze()
+        # The warm accounts sat idle through all that, longer than the guard keeps
+        # an idle account's counts in memory: one unmeasured round makes them warm.
+        for kind in KINDS:
+            for server in servers:
+                server.thaw()
+                time.sleep(SETTLE_S)
+                server.batch(
+                    kind, server.accounts, len(server.accounts), args.concurrency, None
                 )
-                for kind in WORKLOADS:
-                    for prepared in order:
-                        thaw(prepared)
-                        batch(prepared, kind, args.requests, args.concurrency)
-                        freeze(prepared)
-            print(
-                f"  {database}: started {'guarded' if guarded_first else 'unguarded'}"
-                " first: done",
-                flush=True,
-            )
-        finally:
-            for prepared in (without, with_guard):
-                thaw(prepared)
-                prepared.server.destroy()
-        sessions.append((without, with_guard))
+                server.freeze()
+        orders = list(itertools.permutations(servers))
+        for round_number in range(args.rounds):
+            for kind in KINDS:
+                # A join costs ten times a download: fewer of them.
+                count = args.requests // (4 if kind == "join" else 1)
+                for server in orders[(round_number + KINDS.index(kind)) % len(orders)]:
+                    server.thaw()
+                    time.sleep(SETTLE_S)
+                    server.batch(
+                        kind, server.accounts, count, args.concurrency, server.warm
+                    )
+                    server.freeze()
+            print(f"  {database}: round {round_number + 1}/{args.rounds}", flush=True)
+        for server in servers:
+            server.thaw()
+        memory = {server.name: round(rss_mb(server.pid)) for server in servers}
+    finally:
+        for server in servers:
+            server.thaw()
+            server.server.destroy()
+    by_name = {server.name: server for server in servers}
+    return {
+        "memory_mb": memory,
+        "warm": summarise({n: s.warm for n, s in by_name.items()}, paired=True),
+        "cold": summarise({n: s.first for n, s in by_name.items()}, paired=False),
+    }
 
-    summary = {}
-    for kind in WORKLOADS:
-        per_session = []
-        for without, with_guard in sessions:
-            ratios = [
-                g / w
-                for g, w in zip(with_guard.rps[kind], without.rps[kind], strict=True)
-            ]
-            per_session.append(statistics.median(ratios))
-        rps = {
-            name: [r for pair in sessions for r in pair[index].rps[kind]]
-            for index, name in enumerate(("without", "with"))
+
+def summarise(measured: dict[str, Measured], paired: bool) -> dict[str, Any]:
+    a1, a2, g = measured["A1"], measured["A2"], measured["G"]
+    summary: dict[str, Any] = {}
+    for kind in KINDS:
+        # CPU per request of the unguarded pair, round by round, against the guarded.
+        baseline = [
+            (x * y) ** 0.5
+            for x, y in zip(a1.cpu_us[kind], a2.cpu_us[kind], strict=True)
+        ]
+        guard = [b / c for b, c in zip(baseline, g.cpu_us[kind], strict=True)]
+        control = [x / y for x, y in zip(a2.cpu_us[kind], a1.cpu_us[kind], strict=True)]
+        latency = {
+            name: {q: percentile(m.latency[kind], q / 100) * 1e3 for q in (50, 95, 99)}
+            for name, m in measured.items()
         }
-        cpu = {
-            name: [c for pair in sessions for c in pair[index].cpu_us[kind]]
-            for index, name in enumerate(("without", "with"))
-        }
+        unguarded_p99 = (latency["A1"][99] * latency["A2"][99]) ** 0.5
+        own = sorted(g.own[kind].items())
         summary[kind] = {
-            "without_guard_rps": round(statistics.median(rps["without"])),
-            "with_guard_rps": round(statistics.median(rps["with"])),
-            "ratio": round(math.sqrt(per_session[0] * per_session[1]), 3),
-            "ratio_by_start_order": [round(r, 3) for r in per_session],
-            "without_guard_cpu_us": round(statistics.median(cpu["without"])),
-            "with_guard_cpu_us": round(statistics.median(cpu["with"])),
+            "ratio": ratio_interval(guard) if paired else (guard[0],) * 3,
+            "control": ratio_interval(control) if paired else (control[0],) * 3,
+            "cpu_us": {n: _median(m.cpu_us[kind]) for n, m in measured.items()},
+            "rps": {n: _median(m.rps[kind]) for n, m in measured.items()},
+            "latency_ms": latency,
+            "p99_ratio": latency["G"][99] / unguarded_p99,
+            "own_us": {q: histogram_quantile(own, q / 100) * 1e6 for q in (50, 99)},
         }
     return summary
 
 
+def _median(values: list[float]) -> float:
+    return percentile(values, 0.5)
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
+    print(
+        "\nCapacity ratio: Synapse's CPU per request without the guard over with it"
+        " (1.00: no cost),\ngeometric mean of the rounds with its 95% interval; A/A:"
+        " the two unguarded servers, same run.\nLatency in ms (p50/p95/p99), the"
+        " guard's own time in µs (its `request` hook; `join` for joins)."
+    )
+    header = (
+        f"{'db':<8} {'request':<16} {'ratio [95% CI]':<20} {'A/A [95% CI]':<20}"
+        f" {'CPU µs A→G':<12} {'req/s A→G':<11} {'latency A (ms)':<16}"
+        f" {'latency G (ms)':<16} {'p99 ratio':<9} {'own p50/p99 µs':<14}"
+    )
+    targets: list[tuple[str, str, bool]] = []
+    for database, result in results.items():
+        print(f"\n{header}")
+        for phase in ("warm", "cold"):
+            for kind, f in result[phase].items():
+                label = kind if phase == "warm" else f"{kind} (cold)"
+                ratio, control = f["ratio"], f["control"]
+                lat_a, lat_g = f["latency_ms"]["A1"], f["latency_ms"]["G"]
+                cpu, rps, own = f["cpu_us"], f["rps"], f["own_us"]
+                a_cpu = (cpu["A1"] * cpu["A2"]) ** 0.5
+                a_rps = (rps["A1"] * rps["A2"]) ** 0.5
+                print(
+                    f"{database:<8} {label:<16}"
+                    f" {ratio[0]:.3f} [{ratio[1]:.3f}, {ratio[2]:.3f}]"
+                    f"  {control[0]:.3f} [{control[1]:.3f}, {control[2]:.3f}]"
+                    f"  {a_cpu:>4.0f}→{cpu['G']:<5.0f}"
+                    f"  {a_rps:>4.0f}→{rps['G']:<4.0f}"
+                    f"  {lat_a[50]:.1f}/{lat_a[95]:.1f}/{lat_a[99]:.1f}".ljust(17)
+                    + f"  {lat_g[50]:.1f}/{lat_g[95]:.1f}/{lat_g[99]:.1f}".ljust(17)
+                    + f"  {f['p99_ratio']:<8.2f}  {own[50]:.0f}/{own[99]:.0f}"
+                )
+                if phase == "cold":
+                    continue
+                where = f"{database} {kind}"
+                targets.append(
+                    (
+                        f"{where}: ratio ≥ {TARGET_RATIO}",
+                        f"{ratio[0]:.3f} [{ratio[1]:.3f}, {ratio[2]:.3f}]",
+                        ratio[0] >= TARGET_RATIO,
+                    )
+                )
+                targets.append(
+                    (
+                        f"{where}: p99 latency ratio ≤ {TARGET_P99_RATIO}",
+                        f"{f['p99_ratio']:.2f}",
+                        f["p99_ratio"] <= TARGET_P99_RATIO,
+                    )
+                )
+                targets.append(
+                    (
+                        f"{where}: A/A within 1.00 ± {CONTROL_TOLERANCE}",
+                        f"{control[0]:.3f} [{control[1]:.3f}, {control[2]:.3f}]",
+                        abs(control[0] - 1) <= CONTROL_TOLERANCE,
+                    )
+                )
+                if kind in TARGET_OWN_P99_US:
+                    limit = TARGET_OWN_P99_US[kind]
+                    targets.append(
+                        (
+                            f"{where}: guard's own time p99 ≤ {limit:.0f} µs",
+                            f"{own[99]:.0f} µs",
+                            own[99] <= limit,
+                        )
+                    )
+        print(f"memory (MB, after the run): {result['memory_mb']}")
+    print("\nTargets")
+    for name, value, ok in targets:
+        print(f"  {name:<48} {value:<24} {verdict(ok)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=500, help="per batch")
+    parser.add_argument("--requests", type=int, default=300, help="per batch")
+    parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--accounts", type=int, default=20)
+    parser.add_argument("--accounts", type=int, default=200, help="warm accounts")
+    parser.add_argument("--cold", type=int, default=200, help="cold accounts")
     parser.add_argument("--media", type=int, default=50, help="distinct files")
+    parser.add_argument("--rooms", type=int, default=2, help="public rooms joined")
     parser.add_argument("--size", type=int, default=4096, help="bytes per file")
-    parser.add_argument(
-        "--rounds",
-        type=even_and_positive,
-        default=40,
-        help="batches of each, over both start orders (an even number)",
-    )
     parser.add_argument("--databases", default="sqlite,postgres")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
-        "--control",
-        action="store_true",
-        help="A/A run: both servers without the guard, to see the method's noise",
+        "--quick", action="store_true", help="6 rounds of 150 requests, 50 accounts"
     )
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="the guard's tables at 1k, 10k and 100k accounts (see harness.scale)",
+    )
+    args, rest = parser.parse_known_args(argv)
+    if args.scale:
+        from harness.scale import main as scale
+
+        return scale(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.quick:
+        args.rounds, args.requests, args.accounts, args.cold = 6, 150, 50, 50
     if (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, CLIENT_CPUS)
+    # The same hash seed for every server: dictionaries laid out alike.
+    os.environ["PYTHONHASHSEED"] = "0"
 
-    if args.control:
-        print("Control run: both servers are WITHOUT the guard (A/A).")
     print(
-        f"{args.rounds} rounds of {args.requests}-request batches per workload and"
-        f" server, {args.concurrency} connections, {args.accounts} accounts,"
-        f" {args.media} files of {args.size} bytes; {os.cpu_count()} cores"
+        f"{args.rounds} rounds of {args.requests}-request batches per kind and server,"
+        f" {args.concurrency} connections, {args.accounts} warm and {args.cold} cold"
+        f" accounts; {os.cpu_count()} cores"
     )
-    report: dict[str, Any] = {}
+    results: dict[str, dict[str, Any]] = {}
     for database in args.databases.split(","):
         if database == "postgres" and not postgres_available():
             print("postgres: skipped, no PostgreSQL on 127.0.0.1:5432")
             continue
-        report[database] = compare(database, args)
-
-    print(
-        "\nRequests/s (median batch); with/without ratio: geometric mean of the two"
-        " start orders\n(median of paired batches in each); Synapse's CPU per request:"
-    )
-    print(
-        f"{'database':<9} {'workload':<9} {'without':>8} {'with':>8} {'ratio':>6}"
-        f" {'by order':>13} {'cpu without':>12} {'with':>7}"
-    )
-    for database, workloads in report.items():
-        for kind, f in workloads.items():
-            first, second = f["ratio_by_start_order"]
-            print(
-                f"{database:<9} {kind:<9} {f['without_guard_rps']:>6}/s"
-                f" {f['with_guard_rps']:>6}/s {f['ratio']:>6.3f}"
-                f"   {first:.3f} {second:.3f}"
-                f" {f['without_guard_cpu_us']:>10}us {f['with_guard_cpu_us']:>5}us"
-            )
+        results[database] = measure(database, args)
+    report(results, args)
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+        args.json.write_text(json.dumps(results, indent=2))
     return 0
 
 

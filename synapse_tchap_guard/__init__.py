@@ -109,7 +109,8 @@ class TchapGuard:
             )
         self._redis = redis
         self._responses = responses = PendingResponses()
-        internals.watch_responses(responses.on_finished)
+        times = context.times
+        internals.watch_responses(times.timed_sync("response", responses.on_finished))
 
         joins = Control(
             "public_room_joins",
@@ -137,17 +138,20 @@ class TchapGuard:
         internals.check_routes(routes.servlets())
 
         api.register_spam_checker_callbacks(
-            user_may_join_room=rooms.user_may_join_room,
-            check_login_for_spam=blocking.check_login_for_spam,
+            user_may_join_room=times.timed("join", rooms.user_may_join_room),
+            check_login_for_spam=times.timed("login", blocking.check_login_for_spam),
         )
         if people is not None:
-            internals.watch_directory_searches(api, people.search_results)
-        api.register_account_validity_callbacks(
-            is_user_expired=RequestGate(
-                context, blocking, routes, media_gate, rooms, history_gate, people
-            ).is_user_expired
+            internals.watch_directory_searches(
+                api, times.timed("directory_search", people.search_results)
+            )
+        request_gate = RequestGate(
+            context, blocking, routes, media_gate, rooms, history_gate, people
         )
-        internals.watch_searches(api, history_gate.search)
+        api.register_account_validity_callbacks(
+            is_user_expired=times.timed("request", request_gate.is_user_expired)
+        )
+        internals.watch_searches(api, times.timed("search", history_gate.search))
         api.register_web_resource(
             ADMIN_PREFIX,
             AdminResource(context, blocking, self._controls, self._live_counts),

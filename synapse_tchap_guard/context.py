@@ -15,6 +15,7 @@ from synapse_tchap_guard.audit import AuditEvent, AuditLog, RequestInfo
 from synapse_tchap_guard.clock import Clock, now_ms
 from synapse_tchap_guard.config import GuardConfig, OnError
 from synapse_tchap_guard.inputs import one_line
+from synapse_tchap_guard.metrics import HookTimes
 from synapse_tchap_guard.model import Row
 from synapse_tchap_guard.store import GuardStore, StoreUnavailable
 
@@ -40,6 +41,7 @@ class GuardContext:
         self.store = store
         self.audit = audit
         self.clock = clock
+        self.times = HookTimes(api.server_name)
         self.step_up_url = api.public_baseurl.rstrip("/") + STEP_UP_PATH
 
     def now(self) -> int:

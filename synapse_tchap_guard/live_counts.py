@@ -90,6 +90,14 @@ class LiveAccount:
     def refused_since(self, target: str | None, start: int) -> bool:
         return target is not None and self.refused.get(target, start) > start
 
+    def forget_before(self, cutoff: int) -> None:
+        """Drop what no window reaching back to `cutoff` needs: an account in use for
+        days holds its longest window's worth, not its whole life."""
+        self.history.forget_before(cutoff)
+        if self.targets is not None:
+            self.targets = {t: ts for t, ts in self.targets.items() if ts > cutoff}
+        self.refused = {t: ts for t, ts in self.refused.items() if ts > cutoff}
+
     def add(self, record: Record, target: str | None) -> None:
         self.history.add(record)
         if record.refused and target is not None:
@@ -293,13 +301,7 @@ class LiveCounts:
             elif now - account.used_at > IDLE_MS and user_id not in unwritten:
                 del self._accounts[user_id]
             else:
-                account.history.forget_before(cutoff)
-                if account.targets is not None:
-                    account.targets = {
-                        target: ts
-                        for target, ts in account.targets.items()
-                        if ts > cutoff
-                    }
+                account.forget_before(cutoff)
 
     async def _flush(self) -> None:
         await self._share_amendments()

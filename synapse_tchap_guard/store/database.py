@@ -11,6 +11,7 @@ answer" (and apply `on_error` to). Anything else is a bug and propagates as one.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -18,6 +19,7 @@ from synapse.module_api import LoggingTransaction, ModuleApi
 
 from synapse_tchap_guard import _synapse_internals as internals
 from synapse_tchap_guard.inputs import one_line
+from synapse_tchap_guard.metrics import HookTimes
 from synapse_tchap_guard.readiness import Readiness
 from synapse_tchap_guard.store.lanes import Abandoned, Lanes, Ticket, TimedOut
 
@@ -48,6 +50,7 @@ class Database:
         self.readiness = readiness
         self.lanes = lanes
         self._errors = internals.database_errors(api)
+        self.times = HookTimes(api.server_name)
 
     async def run(
         self,
@@ -63,7 +66,11 @@ class Database:
         def bound(txn: LoggingTransaction) -> T:
             return func(txn, *args, **kwargs)
 
-        return await self._in_lane(desc, bound, timed=True)
+        started = time.perf_counter()
+        try:
+            return await self._in_lane(desc, bound, timed=True)
+        finally:
+            self.times.observe(f"db:{desc}", time.perf_counter() - started)
 
     async def migrate(self, desc: str, func: Callable[[LoggingTransaction], T]) -> T:
         """`run`, without waiting for the tables (it prepares them), nor a time limit

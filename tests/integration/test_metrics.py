@@ -97,3 +97,25 @@ def test_decisions_blocks_step_ups_and_errors_are_counted(server: Homeserver) ->
     assert unblocked.status_code == 200
     assert wait_until(lambda: server.metrics()[series("blocked_accounts")] == 0)
     assert server.metrics()[series("admin_actions_total", action="unblock")] == 1
+
+
+def test_the_guards_own_time_is_timed_by_hook(server: Homeserver) -> None:
+    owner = server.register()
+    room = owner.create_room()
+    assert owner.whoami().status_code == 200
+    assert server.register().join(room).status_code == 200
+    owner.get(f"/_matrix/client/v3/profile/{quote(owner.user_id)}")
+
+    after = server.metrics()
+    for hook in (
+        "request",
+        "join",
+        "response",
+        "gate:public_room_joins",
+        "gate:directory",
+        "db:load_history",
+        "db:blocks_in_force",
+    ):
+        assert after[series("hook_seconds_count", hook=hook)] > 0, hook
+    # Buckets fine enough for the microseconds of the per-request check.
+    assert series("hook_seconds_bucket", hook="request", le="1e-05") in after

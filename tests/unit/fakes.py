@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from twisted.internet import defer, task
 
 from synapse_tchap_guard import _synapse_internals as internals
+from synapse_tchap_guard.metrics import HookTimes
 from synapse_tchap_guard.readiness import Readiness
 from synapse_tchap_guard.store import GuardStore
 from synapse_tchap_guard.store.database import (
@@ -61,6 +62,7 @@ class SqliteDatabase(Database):
     def __init__(self, clock: task.Clock, node: str = "main") -> None:
         self.node = node
         self.readiness = Readiness(clock, "its tables")
+        self.times = HookTimes("unit.test")
         self.readiness.set_ready()
         self.lanes = Lanes(clock, spawn)
         self._errors = (sqlite3.Error,)

@@ -22,7 +22,9 @@ ALICE = "@alice:example.org"
 
 
 def blocking(clock: task.Clock, store: Any) -> Blocking:
-    api: Any = types.SimpleNamespace(public_baseurl="https://matrix.example.org/")
+    api: Any = types.SimpleNamespace(
+        public_baseurl="https://matrix.example.org/", server_name="example.org"
+    )
     context = GuardContext(api, GuardConfig(), store, AuditLog("main"), clock)
     return Blocking(context, BlockRegistry(), Readiness(clock, "the blocks in force"))
 
@@ -94,6 +96,7 @@ class SessionsApi:
     deletion, which waits for the test."""
 
     public_baseurl = "https://matrix.example.org/"
+    server_name = "example.org"
 
     def __init__(self) -> None:
         self.devices: dict[str, object] = {"OLD": {}}

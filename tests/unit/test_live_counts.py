@@ -263,3 +263,26 @@ def test_loading_from_a_database_that_is_out_raises_store_unavailable(
         run(main.counts.account(ALICE))
     main.database.out = False
     assert main.served() == 0
+
+
+def test_an_account_in_use_for_longer_than_the_window_holds_only_the_window(
+    clock: task.Clock,
+) -> None:
+    """Memory is bounded by what the longest window holds, however long an account
+    has been active (and an idle one is dropped altogether, above)."""
+    people = Process(clock, new_store(clock), distinct=True)
+    for hour in range(5):
+        for _ in range(HOUR_MS // 50_000):  # in use all along, never idle
+            clock.advance(50)
+            run(people.counts.account(ALICE))
+            run(people.counts.sync())
+        for person in range(10):
+            people.count(f"@p{hour}.{person}:example.org", Decision.ALLOW)
+            people.count(f"@r{hour}.{person}:example.org", Decision.DENY)
+    clock.advance(live_counts.CHECK_MS / 1000)
+    run(people.counts.sync())
+    account = run(people.counts.account(ALICE))
+    assert account.targets is not None
+    assert len(account.targets) == 10  # the last hour's, not the 50 of five hours
+    assert len(account.refused) == 10
+    assert len(account.history) <= 20

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client import REGISTRY
 
 from synapse_tchap_guard.audit import AuditEvent
-from synapse_tchap_guard.metrics import GuardMetrics
+from synapse_tchap_guard.metrics import GuardMetrics, HookTimes
+from tests.unit.fakes import run
 
 SERVER = "metrics.unit.test"
 
@@ -77,3 +79,29 @@ def test_each_action_counts_in_its_series_and_the_gauge_asks_the_registry() -> N
     assert sample("blocked_accounts") == 3
     blocked[0] = 0
     assert sample("blocked_accounts") == 0
+
+
+def test_each_hook_is_timed_in_its_series_even_when_it_raises() -> None:
+    times = HookTimes(SERVER)
+
+    async def check(user_id: str) -> bool:
+        if not user_id:
+            raise ValueError("refused")
+        return False
+
+    timed = times.timed("request", check)
+    assert run(timed("@u:x")) is False
+    with pytest.raises(ValueError):
+        run(timed(""))
+    finished = times.timed_sync("response", lambda request_id: None)
+    finished("r1")
+    times.observe("db:load", 0.002)
+
+    assert timed.__name__ == "check"  # Synapse sees the hook it was given
+    assert sample("hook_seconds_count", hook="request") == 2
+    assert sample("hook_seconds_count", hook="response") == 1
+    assert sample("hook_seconds_count", hook="db:load") == 1
+    # Fine enough for microseconds: these hooks took well under a millisecond.
+    assert sample("hook_seconds_bucket", hook="request", le="0.001") == 2
+    assert sample("hook_seconds_bucket", hook="db:load", le="0.001") == 0
+    assert sample("hook_seconds_bucket", hook="db:load", le="0.005") == 1

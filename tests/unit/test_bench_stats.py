@@ -1,0 +1,37 @@
+"""The benchmark's statistics (the benchmark itself is not a test: `scripts/bench`)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from harness.stats import histogram_quantile, percentile, ratio_interval
+
+
+def test_the_ratio_is_the_geometric_mean_and_its_interval_narrows_with_rounds() -> None:
+    estimate, low, high = ratio_interval([0.5, 2.0])
+    assert estimate == pytest.approx(1.0)
+    assert low < 1.0 < high
+    noisy = [1.0 + (0.02 if i % 2 else -0.02) for i in range(10)]
+    _, low10, high10 = ratio_interval(noisy)
+    _, low40, high40 = ratio_interval(noisy * 4)
+    assert high40 - low40 < high10 - low10
+    assert low40 < 1.0 < high40
+    assert ratio_interval([0.97] * 8) == pytest.approx((0.97, 0.97, 0.97))
+
+
+def test_percentiles_interpolate_between_the_nearest_values() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.5) == pytest.approx(50.5)
+    assert percentile(values, 0.99) == pytest.approx(99.01)
+    assert percentile([3.0], 0.99) == 3.0
+
+
+def test_a_histograms_quantile_interpolates_within_its_bucket() -> None:
+    buckets = [(1e-5, 0.0), (2e-5, 50.0), (5e-5, 100.0), (math.inf, 100.0)]
+    assert histogram_quantile(buckets, 0.5) == pytest.approx(2e-5)
+    assert histogram_quantile(buckets, 0.75) == pytest.approx(3.5e-5)
+    assert histogram_quantile([*buckets, (1.0, 100.0)], 0.99) < 5e-5 + 1e-12
+    assert histogram_quantile([(1e-5, 0.0), (math.inf, 4.0)], 0.5) == 1e-5
+    assert math.isnan(histogram_quantile([(1e-5, 0.0), (math.inf, 0.0)], 0.5))
