@@ -8,7 +8,6 @@ let the request through, refuse it, or block the account.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 
 import attr
@@ -46,7 +45,6 @@ class CountedGate:
         self._context = context
         self._blocking = blocking
         self.control = control
-        self._hook = f"gate:{control.name}"
         self.counts = LiveCounts(
             control.name,
             control.longest_window_ms,
@@ -89,15 +87,6 @@ class CountedGate:
         Returns the line counted, for its response to amend (`finish`), or None when
         nothing was counted (exempt, already counted, free, or `on_error`).
         """
-        started = time.perf_counter()
-        try:
-            return await self._admit(user_id, request, charge)
-        finally:
-            self._context.times.observe(self._hook, time.perf_counter() - started)
-
-    async def _admit(
-        self, user_id: str, request: ContextRequest | None, charge: Charge
-    ) -> Line | None:
         context = self._context
         control = self.control
         account = await self.account(user_id, request)

@@ -111,8 +111,6 @@ def test_the_guards_own_time_is_timed_by_hook(server: Homeserver) -> None:
         "request",
         "join",
         "response",
-        "gate:public_room_joins",
-        "gate:directory",
         "db:load_history",
         "db:blocks_in_force",
     ):
