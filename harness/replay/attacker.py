@@ -289,7 +289,7 @@ class Scraper:
         response = self._call(
             "POST",
             "/_matrix/client/v3/user_directory/search",
-            json={"search_term": term, "limit": 50},
+            json={"search_term": term, "limit": 1000},  # as many as it is given
         )
         if response is None:
             return False

@@ -144,9 +144,10 @@ R = TypeVar("R")
 
 @attr.frozen
 class Scale:
-    users: int = 1000
+    users: int = 4000  # people in the directory, more than a day's people budget
+    in_forums: int = 1000  # of whom, the people the forums' members are drawn from
     forums: int = 40
-    messages: int = 3000  # text messages, over all forums, by their size
+    messages: int = 1500  # text messages, over all forums, by their size
     media: int = 560  # attachments (images and documents), likewise
     private_rooms: int = 10
     ordinary_users: int = 20
@@ -156,6 +157,7 @@ class Scale:
         """The attacked homeserver at `fraction` of its size (0.1: 7,300 people)."""
         return cls(
             users=max(50, round(BREACH["users"] * fraction)),
+            in_forums=max(50, round(BREACH["users"] * fraction)),
             forums=max(4, round(BREACH["forums"] * fraction)),
             messages=max(100, round(BREACH["messages"] * fraction)),
             media=max(20, round(BREACH["media"] * fraction)),
@@ -253,7 +255,8 @@ def seed(server: Homeserver, scale: Scale, progress: Callable[[str], None]) -> S
     accounts = {person.user_id: account_of(server, person) for person in people}
     victim, *others = people
     colleagues = others[: scale.ordinary_users]
-    hosts = others[scale.ordinary_users :] or others
+    in_forums = min(scale.in_forums, scale.users)
+    hosts = others[scale.ordinary_users : in_forums] or others
     uploader = accounts[hosts[0].user_id]
     avatars = [uploader.upload(png(48, 48, seed=n), "image/png") for n in range(20)]
     parallel(
@@ -264,7 +267,7 @@ def seed(server: Homeserver, scale: Scale, progress: Callable[[str], None]) -> S
         range(0, len(people), 3),  # one in three has a picture
     )
 
-    sizes = forum_sizes(scale.users, scale.forums)
+    sizes = forum_sizes(in_forums, scale.forums)
     progress(
         f"{scale.forums} forums of {sizes[0]} to {sizes[-1]} members,"
         f" {scale.messages} messages, {scale.media} attachments"
