@@ -499,7 +499,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the guard's tables at 1k, 10k and 100k accounts (see harness.scale)",
     )
+    parser.add_argument(
+        "--profile",
+        type=float,
+        metavar="SECONDS",
+        help="instead: the guard's share of a guarded Synapse's CPU, from a sampling"
+        " profile of SECONDS per request kind (see harness.profile)",
+    )
     args, rest = parser.parse_known_args(argv)
+    if args.profile:
+        from harness.profile import main as profile
+
+        return profile(args.profile, args.databases.split(","))
     if args.scale:
         from harness.scale import main as scale
 
