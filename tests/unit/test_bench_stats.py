@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from harness.profile import shares
 from harness.stats import histogram_quantile, percentile, ratio_interval
 
 
@@ -35,3 +36,27 @@ def test_a_histograms_quantile_interpolates_within_its_bucket() -> None:
     assert histogram_quantile([*buckets, (1.0, 100.0)], 0.99) < 5e-5 + 1e-12
     assert histogram_quantile([(1e-5, 0.0), (math.inf, 4.0)], 0.5) == 1e-5
     assert math.isnan(histogram_quantile([(1e-5, 0.0), (math.inf, 0.0)], 0.5))
+
+
+def test_a_profile_counts_the_guard_own_work_and_not_synapse_inside_its_wrapper() -> (
+    None
+):
+    raw = "\n".join(
+        [
+            # Synapse alone.
+            "render (synapse/http/server.py:1);handle (synapse/rest/client/x.py:2) 90",
+            # The guard's own code, and the standard library it calls.
+            "auth (synapse/api/auth.py:1);check (synapse_tchap_guard/request_gate.py:5)"
+            ";match (re/__init__.py:3) 6",
+            # Database work the guard runs, through Synapse's pool: the guard's.
+            "flush (synapse_tchap_guard/live_counts.py:9)"
+            ";runInteraction (synapse/storage/database.py:7) 3",
+            # Synapse ending its response inside the guard's wrapper: Synapse's.
+            "finished_processing (synapse_tchap_guard/_synapse_internals.py:434)"
+            ";_finished_processing (synapse/http/site.py:640) 1",
+        ]
+    )
+    result = shares(raw)
+    assert (result["samples"], result["guard_samples"]) == (100, 9)
+    assert result["share"] == 0.09
+    assert 0.05 < result["ci"] < 0.06  # 1.96 * sqrt(0.09 * 0.91 / 100)
