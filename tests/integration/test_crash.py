@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness.homeserver import Account, Homeserver, window_count
+from harness.homeserver import Account, Homeserver, wait_until, window_count
 from synapse_tchap_guard import live_counts
 from tests.integration.conftest import running_homeserver
 
@@ -61,7 +61,11 @@ def test_a_crash_loses_at_most_the_last_write_interval(server: Homeserver) -> No
     threads = [threading.Thread(target=download_until_the_crash) for _ in range(4)]
     for thread in threads:
         thread.start()
-    time.sleep(2)  # a burst under way, counts being written behind it
+    # A burst under way: more than a write interval of it behind (so written), and
+    # its last counts being written behind it.
+    wait_until(
+        lambda: sum(1 for t in answered if t < time.monotonic() - LOSS_BOUND_S) > 100
+    )
     killed_at = time.monotonic()
     server.kill()
     stop.set()
