@@ -128,7 +128,11 @@ class HookTimes:
         self._server_name = server_name
 
     def _series(self, hook: str) -> _Buckets:
-        return _HOOK_TIMES.series.setdefault((self._server_name, hook), _Buckets())
+        key = (self._server_name, hook)
+        series = _HOOK_TIMES.series.get(key)
+        if series is None:  # not built on every call: `observe` runs per transaction
+            series = _HOOK_TIMES.series[key] = _Buckets()
+        return series
 
     def observe(self, hook: str, seconds: float) -> None:
         self._series(hook).observe(seconds)

@@ -51,7 +51,7 @@ class PeopleGate:
     async def profile(
         self, user_id: str, request: ContextRequest, subject: str
     ) -> None:
-        """A profile lookup (or one member's state): a person."""
+        """A profile lookup: a person."""
         if subject == user_id:
             return
         await self._admit(
