@@ -108,9 +108,9 @@ class TchapGuard:
                 " and this worker has none: enable `redis` (workers need it anyway)."
             )
         self._redis = redis
-        self._responses = responses = PendingResponses()
         times = context.times
-        internals.watch_responses(times.timed_sync("response", responses.on_finished))
+        self._responses = responses = PendingResponses(times)
+        internals.watch_responses(responses.on_finished)
 
         joins = Control(
             "public_room_joins",

@@ -179,7 +179,7 @@ class LiveCounts:
                 line = decide(account)
                 if line is None:
                     return None
-                row = SharedRow(self._origin, line.row().record, line.target)
+                row = SharedRow(self._origin, line.record, line.target)
                 cutoff = self._now() - self._longest_window_ms
                 try:
                     answer = await shared.append_if_seen(
@@ -212,7 +212,7 @@ class LiveCounts:
         events: Sequence[AuditEvent] = (),
     ) -> None:
         """Count a line decided on `account` (see `count`), to be written behind."""
-        account.add(line.row().record, line.target)
+        account.add(line.record, line.target)
         self._lines.append(line)
         self._events.extend(events)
         unwritten = len(self._lines) + len(self._rows)

@@ -89,6 +89,13 @@ class Line:
     def served(self) -> int:
         return self.units if self.decision.served and not self.failed else 0
 
+    @property
+    def record(self) -> Record:
+        """As `row().record`, without building the row (on every counted request)."""
+        attempts = 1 if self.counts_towards_block else 0
+        refused = attempts if self.decision is not Decision.ALLOW else 0
+        return Record(self.ts, attempts, self.served, self.bytes, refused)
+
     def row(self) -> Row:
         return Row(
             self.user_id,

@@ -15,6 +15,7 @@ import bisect
 import enum
 import itertools
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import attr
 
@@ -85,9 +86,9 @@ class Quota:
         return self.limits
 
 
-@attr.frozen
-class Record:
-    """One line of an account's log for a control.
+class Record(NamedTuple):
+    """One line of an account's log for a control (a tuple: one is built for every
+    counted request, and for every row of an account loaded).
 
     A request is a record with `attempts=1`; `served` is how many units it was served
     (its weight, or 0 if it was refused), `refused` 1 if it was (or would have been,

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from urllib.parse import parse_qs, unquote
+from types import MappingProxyType
+from typing import NamedTuple
+from urllib.parse import unquote, unquote_plus
 
 import attr
 
@@ -68,11 +70,12 @@ SERVLETS: Mapping[str, Reveals] = {
 }
 
 _CLIENT = "/_matrix/client/"
+_NOTHING: Mapping[str, str] = MappingProxyType({})
 
 
-@attr.frozen
-class Request:
-    """A request that reveals something, as the guard needs to know it."""
+class Request(NamedTuple):
+    """A request that reveals something, as the guard needs to know it (a tuple: it is
+    built on every download)."""
 
     reach: Reach
     servlet: str
@@ -80,8 +83,8 @@ class Request:
     user_id: str | None = None  # the person looked up, or the member's state key
     event_type: str | None = None
     units: int = 1  # messages, for history
-    query: Mapping[str, str] = attr.Factory(dict)
-    path_params: Mapping[str, str] = attr.Factory(dict)
+    query: Mapping[str, str] = _NOTHING
+    path_params: Mapping[str, str] = _NOTHING
 
 
 class Routes:
@@ -114,7 +117,7 @@ class Routes:
         for route, reveals in candidates:
             match = route.pattern.match(path)
             if match is not None:
-                groups = {k: unquote(v) for k, v in match.groupdict().items() if v}
+                groups = {k: _unquote(v) for k, v in match.groupdict().items() if v}
                 return _request(route.servlet, reveals, groups, query)
         return None
 
@@ -122,7 +125,7 @@ class Routes:
 def _request(
     servlet: str, reveals: Reveals, groups: Mapping[str, str], raw_query: str
 ) -> Request:
-    query = {k: v[0] for k, v in parse_qs(raw_query).items() if v}
+    query = _query(raw_query)
     units = 1
     if reveals.default_limit:
         units = _limit(query.get("limit"), reveals)
@@ -139,6 +142,26 @@ def _request(
         query=query,
         path_params=groups,
     )
+
+
+def _query(raw: str) -> Mapping[str, str]:
+    """A query string's parameters, the first value of each, as `parse_qs` reads them
+    (blank values and pairs without `=` left out), without its cost on every download."""
+    if not raw:
+        return _NOTHING
+    query: dict[str, str] = {}
+    for pair in raw.split("&"):
+        name, equals, value = pair.partition("=")
+        if equals and value:
+            query.setdefault(_unquote(name, plus=True), _unquote(value, plus=True))
+    return query
+
+
+def _unquote(text: str, plus: bool = False) -> str:
+    """Percent-decoded (and `+` as a space, in a query), as Synapse decodes it."""
+    if "%" in text or (plus and "+" in text):
+        return unquote_plus(text) if plus else unquote(text)
+    return text
 
 
 def _limit(raw: str | None, reveals: Reveals) -> int:

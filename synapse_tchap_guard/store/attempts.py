@@ -42,7 +42,6 @@ class AttemptStore:
 
         def txn_func(txn: LoggingTransaction) -> None:
             _insert_rows_txn(txn, self._db.node, rows)
-            _note_last_seen_txn(txn, rows)
             insert_events_txn(txn, self._db.node, events)
 
         await self._db.run("write_attempts", txn_func)
@@ -53,8 +52,7 @@ class AttemptStore:
 
         def txn_func(txn: LoggingTransaction) -> None:
             txn.execute(
-                "SELECT 1 FROM tchap_guard_attempts, tchap_guard_accounts,"
-                " tchap_guard_events LIMIT 0"
+                "SELECT 1 FROM tchap_guard_attempts, tchap_guard_events LIMIT 0"
             )
 
         await self._db.run("answers", txn_func)
@@ -95,17 +93,3 @@ def _insert_rows_txn(txn: LoggingTransaction, node: str, rows: Sequence[Row]) ->
         )
     else:
         txn.execute_batch(_INSERT, values)
-
-
-def _note_last_seen_txn(txn: LoggingTransaction, rows: Sequence[Row]) -> None:
-    """Keep the accounts whose rows no window needs any more prunable (see pruning)."""
-    last_seen: dict[str, int] = {}
-    for row in rows:
-        last_seen[row.user_id] = max(row.ts, last_seen.get(row.user_id, 0))
-    txn.execute_batch(
-        "INSERT INTO tchap_guard_accounts (user_id, last_attempt_ts)"
-        " VALUES (?, ?) ON CONFLICT (user_id) DO UPDATE"
-        " SET last_attempt_ts = excluded.last_attempt_ts"
-        " WHERE excluded.last_attempt_ts > tchap_guard_accounts.last_attempt_ts",
-        sorted(last_seen.items()),  # always the same order: no deadlocks
-    )

@@ -1,9 +1,11 @@
 """The guard's tables, created and upgraded in Synapse's database.
 
 Tables (all prefixed `tchap_guard_`):
-- `accounts`: one row per account the guard has counted; the row every exact
-  judgement of that account writes first, which serialises them across processes,
-  and the marks that change how it is judged (resets, step-ups).
+- `accounts`: the row every exact judgement of an account writes first, which
+  serialises them across processes (`last_attempt_ts`: when it last did), and the
+  marks that change how the account is judged (resets, step-ups). Counts written
+  behind do not touch it: an account whose marks are all older than every window is
+  judged as one without a row, so the row is pruned then.
 - `attempts`: the log of what each account did, one line per request and its
   decision, and lines that amend a request later (its bytes, its failure).
 - `blocks`: blocks in force and their history.

@@ -286,3 +286,14 @@ def test_an_account_in_use_for_longer_than_the_window_holds_only_the_window(
     assert len(account.targets) == 10  # the last hour's, not the 50 of five hours
     assert len(account.refused) == 10
     assert len(account.history) <= 20
+
+
+@pytest.mark.parametrize("decision", list(Decision))
+@pytest.mark.parametrize("counts", [True, False])
+@pytest.mark.parametrize("failed", [True, False])
+def test_a_line_counts_in_memory_what_its_row_will_say(
+    decision: Decision, counts: bool, failed: bool
+) -> None:
+    line = Line(ALICE, CONTROL, 5, decision, "mxc://x/y", 3, bytes=7, failed=failed)
+    line.counts_towards_block = counts
+    assert line.record == line.row().record
