@@ -54,6 +54,7 @@ def test_a_profile_counts_the_guard_own_work_and_not_synapse_inside_its_wrapper(
             # Synapse ending its response inside the guard's wrapper: Synapse's.
             "finished_processing (synapse_tchap_guard/_synapse_internals.py:434)"
             ";_finished_processing (synapse/http/site.py:640) 1",
+            "",  # py-spy ends with an empty line
         ]
     )
     result = shares(raw)
