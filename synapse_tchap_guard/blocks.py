@@ -1,8 +1,9 @@
 """Blocked accounts: who is blocked, what a block does, how it ends.
 
 The per-request check must cost nothing, so every process keeps the blocks in force in
-memory (`BlockRegistry`) and reloads them every second; the process that blocks or
-unblocks an account updates its copy at once. Gated actions (joins, downloads...) read
+memory (`BlockRegistry`) and, every second, reads the blocks opened or ended lately
+(all of them once a minute); the process that blocks or unblocks an account updates
+its copy at once. Gated actions (joins, downloads...) read
 the block table in the same transaction that counts them, so a block set by another
 process stops them immediately, and everything else within a second. A database that
 cannot answer leaves the last known blocks in force.
@@ -30,6 +31,12 @@ from synapse_tchap_guard.store import StoreUnavailable
 logger = logging.getLogger(__name__)
 
 GUARD = "tchap_guard"  # `blocked_by` of the blocks the guard sets itself
+# Every second, a reload reads the blocks opened or ended since the last one began,
+# less this: another process's change reaches the database this late after its time
+# (a transaction that commits late, clocks a little apart).
+WRITE_DELAY_MS = 5000
+# And this often it reads every block in force, whatever the clocks did.
+FULL_RELOAD_MS = 60_000
 
 
 class BlockRegistry:
@@ -67,6 +74,28 @@ class BlockRegistry:
         self._blocks = fresh
         self._recent = recent
 
+    def apply(self, changed: Sequence[Block], read_started: int, now: int) -> None:
+        """Take the blocks opened or ended lately (oldest first), keeping changes made
+        here since the read began. (A block that runs out is not in force any more
+        for `in_force`; the next full read drops it.)"""
+        for block in changed:
+            user_id = block.user_id
+            local = self._recent.get(user_id)
+            if local is not None and local[0] >= read_started:
+                continue  # changed here since: this process knows better
+            current = self._blocks.get(user_id)
+            if current is not None and current.id > block.id:
+                continue  # an older block of the same account
+            if block.in_force(now):
+                self._blocks[user_id] = block
+            else:
+                self._blocks.pop(user_id, None)
+        self._recent = {
+            user_id: change
+            for user_id, change in self._recent.items()
+            if change[0] >= read_started
+        }
+
     def __len__(self) -> int:
         return len(self._blocks)
 
@@ -84,6 +113,8 @@ class Blocking:
         self.registry = registry
         self.loaded = loaded  # the blocks in force have been read once
         self._reload_failing = False
+        self._read_all_at: int | None = None  # when the last full read began
+        self._read_at = 0  # when the last read, full or not, began
         # Called with an account whose counters an admin reset, for what counts in memory.
         self.on_counters_reset: list[Callable[[str], Awaitable[None]]] = []
         # Called with each block set here (by the guard or an admin), and its request.
@@ -261,12 +292,21 @@ class Blocking:
         self.registry.replace_all(
             await self._context.store.blocks.in_force(started), started
         )
+        self._read_all_at = self._read_at = started
 
     async def reload(self) -> None:
-        """Refresh this process's copy of the blocks in force (every second)."""
+        """Refresh this process's copy of the blocks in force (every second): the
+        blocks opened or ended lately, or, once a minute, all the blocks in force."""
+        store = self._context.store.blocks
         started = self._context.now()
+        full = (
+            self._read_all_at is None or started - self._read_all_at >= FULL_RELOAD_MS
+        )
         try:
-            blocks = await self._context.store.blocks.in_force(started)
+            if full:
+                blocks = await store.in_force(started)
+            else:
+                changed = await store.changed(self._read_at - WRITE_DELAY_MS)
         except StoreUnavailable as error:
             if not self._reload_failing:
                 logger.error(
@@ -278,7 +318,12 @@ class Blocking:
         if self._reload_failing:
             logger.info("tchap_guard reloads blocks again")
         self._reload_failing = False
-        self.registry.replace_all(blocks, started)
+        self._read_at = started
+        if full:
+            self.registry.replace_all(blocks, started)
+            self._read_all_at = started
+        else:
+            self.registry.apply(changed, started, self._context.now())
 
     async def expire(self) -> None:
         """Close the blocks whose time is up, with one event each (background process)."""

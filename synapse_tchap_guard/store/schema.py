@@ -124,6 +124,13 @@ MIGRATIONS: list[list[str]] = [
         """CREATE INDEX IF NOT EXISTS tchap_guard_notices_by_ts
             ON tchap_guard_notices (ts)""",
     ],
+    # 4: the blocks opened or ended lately, read every second (`BlockStore.changed`).
+    [
+        """CREATE INDEX IF NOT EXISTS tchap_guard_blocks_by_start
+            ON tchap_guard_blocks (since_ts)""",
+        """CREATE INDEX IF NOT EXISTS tchap_guard_blocks_by_end
+            ON tchap_guard_blocks (ended_ts)""",
+    ],
 ]
 
 

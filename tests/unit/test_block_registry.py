@@ -42,3 +42,41 @@ def test_a_reload_that_began_before_a_local_change_does_not_undo_it() -> None:
     registry.replace_all([block("@blocked:x", None)], read_started=9)
     assert registry.in_force("@new:x", 10) is None
     assert registry.in_force("@blocked:x", 10) is not None
+
+
+def ended(b: Block, at: int) -> Block:
+    return Block(b.id, b.user_id, b.control, b.reason, b.blocked_by, 0, b.until_ts, at)
+
+
+def test_the_blocks_opened_or_ended_lately_update_the_copy() -> None:
+    registry = BlockRegistry()
+    lifted, kept = block("@lifted:x", None, 1), block("@kept:x", None, 2)
+    registry.replace_all([lifted, kept], read_started=0)
+    registry.apply(
+        [ended(lifted, at=8), block("@new:x", None, 3)], read_started=10, now=10
+    )
+    assert registry.in_force("@lifted:x", 11) is None
+    assert registry.in_force("@kept:x", 11) == kept
+    assert registry.in_force("@new:x", 11) is not None
+
+
+def test_an_older_block_of_the_account_does_not_undo_a_newer_one() -> None:
+    registry = BlockRegistry()
+    old, new = block("@a:x", None, 1), block("@a:x", None, 2)
+    # Read oldest first: the first block ended, then the second opened.
+    registry.apply([ended(old, at=5), new], read_started=10, now=10)
+    assert registry.in_force("@a:x", 11) == new
+    # A later read that still finds the first one ended leaves the second alone.
+    registry.apply([ended(old, at=5)], read_started=12, now=12)
+    assert registry.in_force("@a:x", 13) == new
+
+
+def test_a_read_begun_before_a_local_change_does_not_undo_it() -> None:
+    registry = BlockRegistry()
+    stale = block("@a:x", None, 1)
+    registry.remember(block("@a:x", None, 2), now=11)  # blocked here at 11
+    registry.apply([ended(stale, at=9)], read_started=10, now=12)
+    assert registry.in_force("@a:x", 12) is not None
+    registry.forget("@a:x", now=13)  # and lifted here at 13
+    registry.apply([block("@a:x", None, 2)], read_started=12, now=14)
+    assert registry.in_force("@a:x", 14) is None

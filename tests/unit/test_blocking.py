@@ -52,6 +52,43 @@ def test_a_block_set_by_another_process_is_known_at_the_next_reload() -> None:
     assert here.registry.in_force(ALICE, int(clock.seconds() * 1000)) is None
 
 
+def test_a_reload_reads_what_changed_lately_and_every_minute_all_in_force() -> None:
+    clock = task.Clock()
+    clock.advance(1_800_000_000)
+    store = new_store(clock)
+    here = blocking(clock, store)
+    there = blocking(clock, shared_store(store, clock, "worker1"))
+    run(here.load())
+    database = store.database
+    assert isinstance(database, SqliteDatabase)
+
+    def now() -> int:
+        return int(clock.seconds() * 1000)
+
+    def reload() -> str:
+        clock.advance(1)
+        run(here.reload())
+        return database.transactions[-1]
+
+    # Blocked elsewhere, stamped by a clock 3 s behind this one's last read.
+    late = now() - 3000
+    new = NewBlock("admin", "why", "@admin:example.org", None)
+    run(there._context.store.blocks.open(ALICE, new, late, lambda b: []))
+    assert reload() == "blocks_changed"
+    assert here.registry.in_force(ALICE, now()) is not None
+    run(
+        there._context.store.blocks.lift(
+            ALICE, "@admin:example.org", "why", now(), lambda b: []
+        )
+    )
+    assert reload() == "blocks_changed"
+    assert here.registry.in_force(ALICE, now()) is None
+
+    clock.advance(60)
+    assert reload() == "blocks_in_force"
+    assert reload() == "blocks_changed"
+
+
 def test_while_the_database_is_out_the_last_known_blocks_stay_in_force() -> None:
     clock = task.Clock()
     clock.advance(1_800_000_000)
