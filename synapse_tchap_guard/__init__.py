@@ -110,7 +110,7 @@ class TchapGuard:
         self._redis = redis
         times = context.times
         self._responses = responses = PendingResponses(times)
-        internals.watch_responses(responses.on_finished)
+        internals.watch_responses(responses.on_finished, waiting=responses)
 
         joins = Control(
             "public_room_joins",

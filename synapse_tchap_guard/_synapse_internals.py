@@ -21,7 +21,7 @@ import inspect
 import pkgutil
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence, Sized
 from typing import Any, TypeGuard, TypeVar
 
 import attr
@@ -419,8 +419,9 @@ def watch_directory_searches(api: ModuleApi, on_found: OnPeopleFound) -> None:
 ResponseFinished = Callable[[str, int, int], None]
 
 
-def watch_responses(on_finished: ResponseFinished) -> None:
-    """Call `on_finished(request_id, status, body_bytes)` once each response is over.
+def watch_responses(on_finished: ResponseFinished, waiting: Sized) -> None:
+    """Call `on_finished(request_id, status, body_bytes)` once each response is over,
+    while anything is `waiting` for one (most responses cost a length then).
 
     Synapse offers modules no hook after a response. Every HTTP request Synapse serves
     ends in `SynapseRequest._finished_processing` (sent in full, or the client gone),
@@ -432,7 +433,8 @@ def watch_responses(on_finished: ResponseFinished) -> None:
 
     def finished_processing(request: SynapseRequest) -> None:
         original(request)
-        on_finished(request.get_request_id(), int(request.code), request.sentLength)
+        if waiting:
+            on_finished(request.get_request_id(), int(request.code), request.sentLength)
 
     SynapseRequest._finished_processing = finished_processing  # type: ignore[method-assign,assignment]
 

@@ -47,6 +47,11 @@ class BlockRegistry:
         # Changes made here since the last reload began, which that reload may miss.
         self._recent: dict[str, tuple[int, Block | None]] = {}
 
+    def __contains__(self, user_id: str) -> bool:
+        """Whether the account has a block here, in force or not (cheaper than
+        `in_force`, which needs the time)."""
+        return user_id in self._blocks
+
     def in_force(self, user_id: str, now: int) -> Block | None:
         block = self._blocks.get(user_id)
         return block if block is not None and block.in_force(now) else None

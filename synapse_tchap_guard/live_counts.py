@@ -268,6 +268,9 @@ class LiveCounts:
 
     async def sync(self) -> None:
         """Write what was counted; every `CHECK_MS`, reload what changed elsewhere."""
+        idle = not (self._lines or self._rows or self._events or self._amendments)
+        if idle and self._now() - self._checked_at < CHECK_MS:
+            return  # four times a second, for each control: nothing to take turns for
         await self._exclusively(self._sync)
 
     async def flush(self) -> None:

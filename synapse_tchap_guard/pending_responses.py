@@ -41,10 +41,11 @@ class PendingResponses:
         while len(self._pending) > MAX_PENDING:
             self._pending.popitem(last=False)
 
+    def __len__(self) -> int:
+        return len(self._pending)
+
     def on_finished(self, request_id: str, status: int, sent: int) -> None:
-        """Called by Synapse for every response: the hot path is one dictionary miss."""
-        if not self._pending:
-            return
+        """Called by Synapse once a response is over, while any is awaited."""
         waiting = self._pending.pop(request_id, None)
         if waiting is None:
             return

@@ -47,7 +47,9 @@ class RequestGate:
         """Refuse a blocked account's requests; None lets other modules decide."""
         request = internals.current_request()
         if self._loaded.ready or await self._loaded.wait():
-            block = self._registry.in_force(user_id, self._context.now())
+            block = None
+            if user_id in self._registry:
+                block = self._registry.in_force(user_id, self._context.now())
         else:
             # The blocks could not be loaded, so none is known (the log says why).
             # Counted requests still follow `on_error`; the rest goes on: a broken

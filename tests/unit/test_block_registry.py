@@ -18,6 +18,7 @@ def test_a_block_is_in_force_until_it_expires() -> None:
     assert registry.in_force("@a:x", 100) is None
     assert registry.in_force("@b:x", 10**15) is not None
     assert registry.in_force("@c:x", 0) is None
+    assert "@a:x" in registry and "@c:x" not in registry
 
 
 def test_a_reload_replaces_the_copy() -> None:
