@@ -36,7 +36,7 @@ from urllib.parse import quote
 from harness.bench import UNLIMITED_GUARD, drive
 from harness.homeserver import Homeserver, png
 
-KINDS = ("whoami", "download", "thumbnail", "profile")
+KINDS = ("whoami", "download", "thumbnail", "join", "profile")
 GUARD = "synapse_tchap_guard/"
 # Synapse's own work, when the guard's frame above it only wraps it.
 WRAPPED = "finished_processing"
@@ -53,15 +53,17 @@ def profile(kind: str, seconds: float, database: str) -> dict[str, Any]:
         accounts = [server.register() for _ in range(50)]
         files = [owner.upload(os.urandom(4096)) for _ in range(10)]
         images = [owner.upload(png(256, 256, n), "image/png") for n in range(10)]
+        rooms = [owner.create_room() for _ in range(2)]
         requests = [
             (
-                "GET",
-                _path(kind, n, files, images, accounts[(n * 7) % 50].user_id),
+                "POST" if kind == "join" else "GET",
+                _path(kind, n, files, images, rooms, accounts[(n * 7) % 50].user_id),
                 accounts[n % 50].token,
             )
             for n in range(3000)
         ]
-        asyncio.run(drive(server.port, requests, 8))  # every account warm
+        # Every account warm (and in both rooms: a join repeated, as the benchmark's).
+        asyncio.run(drive(server.port, requests, 8))
         assert server.process is not None
         out = workdir / "profile.txt"
         spy = subprocess.Popen(
@@ -113,9 +115,18 @@ def _synapse(frame: str) -> bool:
     return ("synapse/" in frame and GUARD not in frame) or "twisted/" in frame
 
 
-def _path(kind: str, n: int, files: list[str], images: list[str], person: str) -> str:
+def _path(
+    kind: str,
+    n: int,
+    files: list[str],
+    images: list[str],
+    rooms: list[str],
+    person: str,
+) -> str:
     if kind == "whoami":
         return "/_matrix/client/v3/account/whoami"
+    if kind == "join":
+        return f"/_matrix/client/v3/join/{quote(rooms[n % len(rooms)])}"
     if kind == "profile":
         return f"/_matrix/client/v3/profile/{quote(person)}"
     mxc = (images if kind == "thumbnail" else files)[n % 10]

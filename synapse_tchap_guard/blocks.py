@@ -3,9 +3,8 @@
 The per-request check must cost nothing, so every process keeps the blocks in force in
 memory (`BlockRegistry`) and, every second, reads the blocks opened or ended lately
 (all of them once a minute); the process that blocks or unblocks an account updates
-its copy at once. Gated actions (joins, downloads...) read
-the block table in the same transaction that counts them, so a block set by another
-process stops them immediately, and everything else within a second. A database that
+its copy at once. A login reads the block table itself, so a block set by another
+process refuses it at once, and every other request within a second. A database that
 cannot answer leaves the last known blocks in force.
 """
 
