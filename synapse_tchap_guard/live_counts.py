@@ -334,18 +334,22 @@ class LiveCounts:
     ) -> tuple[list[Row], list[AuditEvent]]:
         """Write rows and events; returns what is left because the database is out.
 
-        A batch the database refuses while it answers otherwise holds a row it cannot
-        take: the batch is split until that row is found, reported and dropped, and
-        the rest is written.
+        A batch the database refuses twice while it answers otherwise holds a row it
+        cannot take: the batch is split until that row is found, reported and dropped,
+        and the rest is written. (Once is not enough: an outage may end between the
+        failed write and the check that the database answers.)
         """
-        try:
-            await self._store.attempts.write(rows, events)
-            return [], []
-        except Exception as error:  # background work: there is no request to fail
-            # Timed out: the tables are stalled, whatever the rows hold.
-            if isinstance(error, StoreTimedOut) or not await self._database_answers():
-                return rows, events
-            reason = error_text(error)
+        for _ in range(2):
+            try:
+                await self._store.attempts.write(rows, events)
+                return [], []
+            except Exception as error:  # background work: there is no request to fail
+                # Timed out: the tables are stalled, whatever the rows hold.
+                if isinstance(error, StoreTimedOut):
+                    return rows, events
+                if not await self._database_answers():
+                    return rows, events
+                reason = error_text(error)
         if not rows:  # cannot happen to JSON in ASCII; never retried forever either
             logger.error("tchap_guard dropped %d audit events: %s", len(events), reason)
             return [], []

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 from twisted.internet import defer, task
 
 from synapse_tchap_guard import live_counts
+from synapse_tchap_guard.audit import AuditEvent
 from synapse_tchap_guard.clock import now_ms
 from synapse_tchap_guard.live_counts import LiveCounts
 from synapse_tchap_guard.model import Line, Row
@@ -178,6 +181,25 @@ def test_a_row_the_database_refuses_is_dropped_and_reported_and_the_rest_written
     assert "NUL" in reason
     run(main.counts.sync())  # and it is not retried forever
     assert len(main.rejected) == 1
+
+
+def test_a_write_that_fails_as_an_outage_ends_is_not_taken_for_a_bad_row(
+    main: Process,
+) -> None:
+    main.count()
+    write = main.store.attempts.write
+    failures: list[Sequence[Row]] = []
+
+    async def fails_once(rows: Sequence[Row], events: Sequence[AuditEvent]) -> None:
+        if not failures:  # the tables are missing; back by the time it is checked
+            failures.append(rows)
+            raise StoreUnavailable("no such table: tchap_guard_attempts (test)")
+        await write(rows, events)
+
+    main.store.attempts.write = fails_once  # type: ignore[method-assign]
+    run(main.counts.sync())
+    assert failures and main.rejected == []
+    assert stored(main) == [("allow", 1, 1, 0)]
 
 
 def test_a_write_that_times_out_is_kept_and_not_taken_for_a_bad_row(
