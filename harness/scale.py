@@ -29,7 +29,7 @@ from harness.stats import histogram_quantile
 DAY_MS = 86_400_000
 PROBES = 30  # real accounts whose requests are measured, seeded like the others
 WARM_REQUESTS = 20  # per probe
-RELOADS_S = 5  # a few more block reloads (one a second), after the downloads
+RELOADS = 5  # block reloads measured at least (one a second), after pruning
 
 
 def seed_statements(accounts: int, lines: int, now: int) -> list[tuple[str, int]]:
@@ -190,7 +190,11 @@ def measure(database: str, accounts: int, lines: int) -> dict[str, Any]:
             for probe, mxc in zip(probes, media * PROBES, strict=False):
                 assert probe.download(mxc).status_code == 200
         warm_after = hook_buckets(server, "request")
-        time.sleep(RELOADS_S)
+        assert wait_until(
+            lambda: (
+                hook_total(server, "db:blocks_changed")[1] >= reload_before[1] + RELOADS
+            )
+        )
         reload_sum, reload_count = (
             after - before
             for after, before in zip(

@@ -16,6 +16,7 @@ from synapse_tchap_guard.config import GuardConfig
 from synapse_tchap_guard.context import GuardContext
 from synapse_tchap_guard.model import NewBlock
 from synapse_tchap_guard.readiness import Readiness
+from synapse_tchap_guard.store import GuardStore
 from tests.unit.fakes import SqliteDatabase, new_store, run, shared_store
 
 ALICE = "@alice:example.org"
@@ -29,13 +30,20 @@ def blocking(clock: task.Clock, store: Any) -> Blocking:
     return Blocking(context, BlockRegistry(), Readiness(clock, "the blocks in force"))
 
 
-def test_a_block_set_by_another_process_is_known_at_the_next_reload() -> None:
+def two_processes() -> tuple[task.Clock, GuardStore, Blocking, Blocking]:
+    """A clock, the database, and the blocks of two processes on it (the first's
+    loaded)."""
     clock = task.Clock()
     clock.advance(1_800_000_000)
     store = new_store(clock)
     here = blocking(clock, store)
     there = blocking(clock, shared_store(store, clock, "worker1"))
     run(here.load())
+    return clock, store, here, there
+
+
+def test_a_block_set_by_another_process_is_known_at_the_next_reload() -> None:
+    clock, _, here, there = two_processes()
     now = int(clock.seconds() * 1000)
     run(
         there._context.store.blocks.open(
@@ -53,12 +61,7 @@ def test_a_block_set_by_another_process_is_known_at_the_next_reload() -> None:
 
 
 def test_a_reload_reads_what_changed_lately_and_every_minute_all_in_force() -> None:
-    clock = task.Clock()
-    clock.advance(1_800_000_000)
-    store = new_store(clock)
-    here = blocking(clock, store)
-    there = blocking(clock, shared_store(store, clock, "worker1"))
-    run(here.load())
+    clock, store, here, there = two_processes()
     database = store.database
     assert isinstance(database, SqliteDatabase)
 
