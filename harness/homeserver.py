@@ -174,6 +174,22 @@ def drop_postgres_database(name: str) -> None:
     connection.close()
 
 
+def assert_wait(retry_after_ms: float, expected_ms: float, window_ms: int) -> None:
+    """A refusal's wait, against the exact one (`expected_ms`: until the oldest
+    request leaves the window): the guard's windows let a request go between the
+    window and a bucket of it (a sixtieth) later, never earlier; 400 ms for the test's
+    own timing."""
+    from synapse_tchap_guard.windows import Window
+
+    window = Window(window_ms)
+    late = window.reach - window_ms + window.width
+    assert expected_ms - 400 <= retry_after_ms <= expected_ms + late + 400, (
+        retry_after_ms,
+        expected_ms,
+        late,
+    )
+
+
 def wait_until(
     predicate: Callable[[], Any], timeout: float = 15, interval: float = 0.1
 ) -> Any:

@@ -181,11 +181,11 @@ def measure(database: str, accounts: int, lines: int) -> dict[str, Any]:
         full_sum, full_count = hook_total(server, "db:blocks_in_force")
 
         cold_before = hook_buckets(server, "request")
-        load_before = hook_buckets(server, "db:load_history")
+        load_before = hook_buckets(server, "db:load_counts")
         for probe, mxc in zip(probes, media * PROBES, strict=False):
             assert probe.download(mxc).status_code == 200
         cold_after = hook_buckets(server, "request")
-        load_after = hook_buckets(server, "db:load_history")
+        load_after = hook_buckets(server, "db:load_counts")
         for _ in range(WARM_REQUESTS):
             for probe, mxc in zip(probes, media * PROBES, strict=False):
                 assert probe.download(mxc).status_code == 200

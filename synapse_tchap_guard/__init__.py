@@ -15,11 +15,14 @@ from synapse.module_api.errors import ConfigError
 from twisted.internet import defer, reactor
 
 from synapse_tchap_guard import _synapse_internals as internals
-from synapse_tchap_guard import exposure_settings, live_counts, notices, step_up
+from synapse_tchap_guard import controls as specs
+from synapse_tchap_guard import exposure_settings, notices, step_up
 from synapse_tchap_guard.admin_api import PREFIX as ADMIN_PREFIX
 from synapse_tchap_guard.admin_api import AdminResource
 from synapse_tchap_guard.audit import AuditEvent, AuditLog
-from synapse_tchap_guard.blocks import Blocking, BlockRegistry
+from synapse_tchap_guard.block_registry import BlockRegistry
+from synapse_tchap_guard.blocks import Blocking
+from synapse_tchap_guard.clock import Clock
 from synapse_tchap_guard.config import (
     DirectoryConfig,
     EmailCodeConfig,
@@ -28,9 +31,14 @@ from synapse_tchap_guard.config import (
     parse_config,
 )
 from synapse_tchap_guard.context import GuardContext
-from synapse_tchap_guard.controls import Control
+from synapse_tchap_guard.controls import CONTROLS, Control
+from synapse_tchap_guard.counting import journal
+from synapse_tchap_guard.counting.awaited import AwaitedResponses
+from synapse_tchap_guard.counting.backends import Backend, LocalBackend, RedisBackend
+from synapse_tchap_guard.counting.journal import Journal
+from synapse_tchap_guard.counting.ledger import Ledger
 from synapse_tchap_guard.email_codes import EmailCodes
-from synapse_tchap_guard.gates.counted import CountedGate
+from synapse_tchap_guard.gates.admission import Admission
 from synapse_tchap_guard.gates.history import HistoryGate
 from synapse_tchap_guard.gates.media import MediaGate
 from synapse_tchap_guard.gates.people import PeopleGate
@@ -38,11 +46,9 @@ from synapse_tchap_guard.gates.rooms import RoomsGate
 from synapse_tchap_guard.mail import Mailer
 from synapse_tchap_guard.metrics import GuardMetrics
 from synapse_tchap_guard.notices import OwnerNotices
-from synapse_tchap_guard.pending_responses import PendingResponses
 from synapse_tchap_guard.readiness import Readiness
-from synapse_tchap_guard.request_gate import RequestGate
-from synapse_tchap_guard.routes import Routes
-from synapse_tchap_guard.shared_counts import SharedCounts
+from synapse_tchap_guard.request_check import RequestCheck
+from synapse_tchap_guard.routes import SERVLETS, Routes
 from synapse_tchap_guard.step_up import StepUpResource
 from synapse_tchap_guard.step_up_methods import Method
 from synapse_tchap_guard.store import GuardStore
@@ -63,7 +69,15 @@ REDIS_MARGIN_MS = 60_000
 
 
 class TchapGuard:
-    def __init__(self, config: GuardConfig, api: ModuleApi) -> None:
+    def __init__(
+        self,
+        config: GuardConfig,
+        api: ModuleApi,
+        clock: Clock | None = None,
+        database: Database | None = None,
+    ) -> None:
+        """Synapse passes `config` and `api`; tests may give a fake clock, and the
+        database to run on (`tests/unit/guard.py`)."""
         internals.check_internals(api)
         if internals.auth_delegated(api):
             raise ConfigError(
@@ -75,19 +89,23 @@ class TchapGuard:
         self._api = api
         self._config = config
         node = api.worker_name or "main"
-        clock: Any = reactor  # Twisted's interfaces confuse mypy about `self`
-        lanes = Lanes(
-            clock,
-            lambda work: api.run_as_background_process("tchap_guard_waited_on", work),
-        )
-        database = Database(api, node, Readiness(clock, "its tables"), lanes)
+        if clock is None:
+            clock = reactor
+        self._clock = clock
+        if database is None:
+            lanes = Lanes(
+                clock,
+                lambda work: api.run_as_background_process(
+                    "tchap_guard_waited_on", work
+                ),
+            )
+            database = Database(api, node, Readiness(clock, "its tables"), lanes)
         self._context = context = GuardContext(
             api, config, GuardStore(database), AuditLog(node), clock
         )
         self._blocking = blocking = Blocking(
             context, BlockRegistry(), Readiness(clock, "the blocks in force")
         )
-        self._live_counts: list[live_counts.LiveCounts] = []
         metrics = GuardMetrics(
             api.server_name, lambda: blocking.registry.count_in_force(context.now())
         )
@@ -107,35 +125,49 @@ class TchapGuard:
                 "synapse_tchap_guard counts across processes through Synapse's Redis,"
                 " and this worker has none: enable `redis` (workers need it anyway)."
             )
-        self._redis = redis
+        self._controls = controls = [
+            Control(spec, config.quota(spec.name)) for spec in CONTROLS
+        ]
+        by_name = {control.name: control for control in controls}
+        backend: Backend = LocalBackend()
+        if redis is not None:
+            longest = max(control.longest_window_ms for control in controls)
+            backend = RedisBackend(redis, longest + REDIS_MARGIN_MS)
+        store = context.store
+        self._ledger = ledger = Ledger(
+            controls,
+            store.counts,
+            store.accounts,
+            backend,
+            Journal(store.counts, context.report_rejected),
+            context.now,
+            context.is_exempt,
+            config.enforcing,
+        )
         times = context.times
-        self._responses = responses = PendingResponses(times)
-        internals.watch_responses(responses.on_finished, waiting=responses)
+        self._awaited = awaited = AwaitedResponses(ledger.finish, times)
+        internals.watch_responses(awaited.on_finished, waiting=awaited)
+        admission = Admission(context, blocking, ledger, awaited)
 
-        joins = Control(
-            "public_room_joins",
-            "public rooms reached",
-            config.public_room_joins,
-            distinct=True,
-        )
-        media = Control("media_downloads", "media downloads", config.media_downloads)
-        thumbnails = Control(
-            "small_thumbnails", "small thumbnails", config.small_thumbnails.quota
-        )
-        history = Control("message_history", "messages read", config.message_history)
-        self._controls: list[Control] = []
         media_gate = MediaGate(
-            self._counted(media),
-            self._counted(thumbnails),
-            config.small_thumbnails.max_size,
-            responses,
+            admission,
+            by_name[specs.MEDIA_DOWNLOADS.name],
+            by_name[specs.SMALL_THUMBNAILS.name],
+            config.small_thumbnail_size,
         )
-        history_gate = HistoryGate(self._counted(history), responses)
-        people = self._people(config.directory) if config.directory else None
-        rooms = RoomsGate(context, self._counted(joins), people, responses)
+        history_gate = HistoryGate(admission, by_name[specs.MESSAGE_HISTORY.name])
+        people = None
+        if config.directory is not None:
+            people = self._people(config.directory, admission, by_name)
+        rooms = RoomsGate(
+            context,
+            admission,
+            by_name[specs.PUBLIC_ROOM_JOINS.name],
+            people.room_members if people is not None else None,
+        )
         self._client_routes = internals.client_routes()
         routes = Routes(self._client_routes)
-        internals.check_routes(routes.servlets())
+        internals.check_routes(routes.servlets(), SERVLETS)
 
         api.register_spam_checker_callbacks(
             user_may_join_room=times.timed("join", rooms.user_may_join_room),
@@ -145,56 +177,50 @@ class TchapGuard:
             internals.watch_directory_searches(
                 api, times.timed("directory_search", people.search_results)
             )
-        request_gate = RequestGate(
-            context, blocking, routes, media_gate, rooms, history_gate, people
+        request_check = RequestCheck(
+            context,
+            blocking.registry,
+            blocking.loaded,
+            routes,
+            media_gate.fetch,
+            rooms.read,
+            history_gate.read,
+            people.profile if people is not None else None,
         )
         api.register_account_validity_callbacks(
-            is_user_expired=times.timed("request", request_gate.is_user_expired)
+            is_user_expired=times.timed("request", request_check.is_user_expired)
         )
         internals.watch_searches(api, times.timed("search", history_gate.search))
+        blocking.on_counters_reset.append(ledger.refresh_marks)
         api.register_web_resource(
-            ADMIN_PREFIX,
-            AdminResource(context, blocking, self._controls, self._live_counts),
+            ADMIN_PREFIX, AdminResource(context, blocking, controls, ledger)
         )
         api.run_as_background_process("tchap_guard_start", self._start)
 
-    def _counted(self, control: Control) -> CountedGate:
-        """The gate of a control: counted in memory (and, with workers, in Redis),
-        written behind, started over when an admin resets the account."""
-        shared = None
-        if self._redis is not None:
-            shared = SharedCounts(
-                self._redis, control.longest_window_ms + REDIS_MARGIN_MS
-            )
-        gate = CountedGate(self._context, self._blocking, control, shared)
-        self._controls.append(control)
-        self._live_counts.append(gate.counts)
-        self._blocking.on_counters_reset.append(gate.counts.reset)
-        return gate
-
-    def _people(self, directory: DirectoryConfig) -> PeopleGate:
+    def _people(
+        self,
+        directory: DirectoryConfig,
+        admission: Admission,
+        by_name: dict[str, Control],
+    ) -> PeopleGate:
         """The people budget, and the step-up endpoint that lifts it."""
         context = self._context
-        control = Control(
-            "directory", "people discovered", directory.quota, distinct=True
-        )
-        failures = Control(
-            "failed_step_ups", "failed re-authentications", directory.failed_step_ups
-        )
-        gate = self._counted(control)
+        people = by_name[specs.DIRECTORY.name]
+        assert people.quota.step_up is not None
         codes = EmailCodes(context, directory.email_code, self._mailer)
         self._api.register_web_resource(
             step_up.PATH,
             StepUpResource(
                 context,
                 directory,
-                gate.counts,
-                self._counted(failures),
+                people.quota.step_up,
+                admission,
+                by_name[specs.FAILED_STEP_UPS.name],
                 codes,
                 self._notices,
             ),
         )
-        return PeopleGate(context, gate, directory, self._responses)
+        return PeopleGate(context, admission, people, directory)
 
     @staticmethod
     def parse_config(config: dict[str, Any]) -> GuardConfig:
@@ -219,14 +245,14 @@ class TchapGuard:
         api.looping_background_call(
             self._blocking.reload, RELOAD_BLOCKS_MS, run_on_all_instances=True
         )
-        for counts in self._live_counts:
-            api.looping_background_call(
-                counts.sync, live_counts.FLUSH_MS, run_on_all_instances=True
-            )
+        api.looping_background_call(
+            self._ledger.sync, journal.FLUSH_MS, run_on_all_instances=True
+        )
         # The reactor waits for the Deferred: what was counted is written before exit.
         # (Twisted's interface confuses mypy about `self`, hence the Any.)
-        core: Any = reactor  # Twisted's interfaces confuse mypy about `self`
-        core.addSystemEventTrigger("before", "shutdown", self._flush_at_shutdown)
+        core: Any = self._clock  # Twisted's interfaces confuse mypy about `self`
+        if hasattr(core, "addSystemEventTrigger"):  # the reactor (not a test's clock)
+            core.addSystemEventTrigger("before", "shutdown", self._flush_at_shutdown)
         if self._notices is not None and self._notices.delivers_here:
             # Notices queued by workers, or left by a restart (main process only:
             # Synapse sends server notices from there).
@@ -253,11 +279,9 @@ class TchapGuard:
         )
 
     def _flush_at_shutdown(self) -> defer.Deferred[None]:
-        async def flush_all() -> None:
-            for counts in self._live_counts:
-                await counts.flush()
-
-        return self._api.run_as_background_process("tchap_guard_flush", flush_all)
+        return self._api.run_as_background_process(
+            "tchap_guard_flush", self._ledger.flush
+        )
 
     async def _exposure_warnings(self) -> list[str]:
         """What Synapse serves without an account, where the guard cannot count it."""
@@ -334,8 +358,9 @@ class TchapGuard:
         codes = EmailCodeConfig()
         if self._config.directory is not None:
             codes = self._config.directory.email_code
+        # A bucket counts until a sixtieth of its window after the window's span.
         removed = await self._context.store.prune(
-            lines_before=now - longest,
+            counts_before=now - longest - longest // 60 - 1,
             history_before=now - self._config.retention_ms,
             codes_before=now - max(codes.valid_for_ms, codes.max_sent.window_ms),
         )

@@ -19,9 +19,8 @@ import importlib
 import importlib.metadata
 import inspect
 import pkgutil
-import re
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence, Sized
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence, Sized
 from typing import Any, TypeGuard, TypeVar
 
 import attr
@@ -32,7 +31,6 @@ from synapse.handlers.ui_auth import UIAuthSessionDataConstants
 from synapse.http.servlet import RestServlet
 from synapse.logging.context import (
     ContextRequest,
-    PreserveLoggingContext,
     current_context,
 )
 from synapse.module_api import (
@@ -46,9 +44,11 @@ from synapse.module_api import (
 from synapse.server_notices.server_notices_manager import ServerNoticesManager
 from synapse.storage.engines import PostgresEngine
 from synapse.storage.engines._base import IsolationLevel
-from twisted.internet import defer, reactor
+from twisted.internet import reactor
 
-from synapse_tchap_guard.audit import RequestInfo
+from synapse_tchap_guard.exposure_settings import ExposureSettings
+from synapse_tchap_guard.inputs import RequestInfo
+from synapse_tchap_guard.routes import ClientRoute
 
 T = TypeVar("T")
 
@@ -170,21 +170,6 @@ def authenticating(request: ContextRequest | None) -> TypeGuard[ContextRequest]:
     lookups, pushers), where the requester is already known or there is no request.
     """
     return request is not None and request.requester is None
-
-
-def wake(waiter: defer.Deferred[Any], result: Any = None) -> None:
-    """Fire a Deferred others wait on, keeping each side's logging context, as Synapse's
-    own `ObservableDeferred` does (its waiters use `make_deferred_yieldable`)."""
-    if not waiter.called:
-        with PreserveLoggingContext():
-            waiter.callback(result)
-
-
-def wake_with(waiter: defer.Deferred[Any], error: Exception) -> None:
-    """`wake`, raising `error` in the waiter."""
-    if not waiter.called:
-        with PreserveLoggingContext():
-            waiter.errback(error)
 
 
 def request_info(request: ContextRequest | None) -> RequestInfo | None:
@@ -310,15 +295,6 @@ async def end_sessions(api: ModuleApi, user_id: str, devices: list[str]) -> None
 # --- client routes -------------------------------------------------------------------
 
 
-@attr.frozen
-class ClientRoute:
-    """A route of Synapse's client API, as one of its servlets registers it."""
-
-    method: str
-    pattern: re.Pattern[str]
-    servlet: str  # the servlet's class name
-
-
 class _Recorder:
     """Stands in for Synapse's HTTP server while a servlet registers its routes."""
 
@@ -363,11 +339,9 @@ def client_routes() -> list[ClientRoute]:
     return routes
 
 
-def check_routes(found: set[str]) -> None:
+def check_routes(found: set[str], needed: Collection[str]) -> None:
     """Fail loudly, at start-up, if a servlet the guard counts is gone from Synapse."""
-    from synapse_tchap_guard.routes import SERVLETS
-
-    missing = sorted(set(SERVLETS) - found)
+    missing = sorted(set(needed) - found)
     if missing:
         raise UnsupportedSynapse(
             "synapse_tchap_guard cannot find these Synapse client servlets, whose"
@@ -429,14 +403,24 @@ def watch_responses(on_finished: ResponseFinished, waiting: Sized) -> None:
     whether what it counted was served (a join that failed, a download that did not
     arrive give back what they were counted) and how many bytes a download sent.
     """
-    original = SynapseRequest._finished_processing
+    _watched[:] = [(on_finished, waiting)]  # one guard a process (a test's, the last)
+    if _watched_original:
+        return
+    _watched_original.append(SynapseRequest._finished_processing)
 
     def finished_processing(request: SynapseRequest) -> None:
-        original(request)
-        if waiting:
-            on_finished(request.get_request_id(), int(request.code), request.sentLength)
+        _watched_original[0](request)
+        for listener, awaited in _watched:
+            if awaited:
+                listener(
+                    request.get_request_id(), int(request.code), request.sentLength
+                )
 
     SynapseRequest._finished_processing = finished_processing  # type: ignore[method-assign,assignment]
+
+
+_watched: list[tuple[ResponseFinished, Sized]] = []
+_watched_original: list[Callable[[SynapseRequest], None]] = []
 
 
 def authenticated_media_enabled(api: ModuleApi) -> bool:
@@ -446,10 +430,8 @@ def authenticated_media_enabled(api: ModuleApi) -> bool:
 
 def exposure_settings(
     api: ModuleApi, routes: Sequence[ClientRoute], unauthenticated_media: int | None
-) -> Any:
+) -> ExposureSettings:
     """The settings that leave a route open without an account (`exposure_settings`)."""
-    from synapse_tchap_guard.exposure_settings import ExposureSettings
-
     config = api._hs.config
     # Newer releases serve room summaries (MSC3266) always, at a stable path, a token
     # optional; older ones only behind an experimental setting.

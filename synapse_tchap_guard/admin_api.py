@@ -24,16 +24,18 @@ from synapse.module_api import (
 from synapse.module_api.errors import Codes, ConfigError, SynapseError
 
 from synapse_tchap_guard import _synapse_internals as internals
-from synapse_tchap_guard import policy, responses
+from synapse_tchap_guard import responses
 from synapse_tchap_guard.audit import AuditEvent, describe_block, format_timestamp
 from synapse_tchap_guard.blocks import Blocking
 from synapse_tchap_guard.config import is_user_id, parse_duration
 from synapse_tchap_guard.context import GuardContext
 from synapse_tchap_guard.controls import Control
+from synapse_tchap_guard.counting.layout import Layout
+from synapse_tchap_guard.counting.ledger import Ledger
+from synapse_tchap_guard.counting.state import CountState
 from synapse_tchap_guard.inputs import quoted, unstorable
-from synapse_tchap_guard.live_counts import LiveCounts
 from synapse_tchap_guard.model import AlreadyBlocked
-from synapse_tchap_guard.store import StoreUnavailable
+from synapse_tchap_guard.store.database import StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -53,14 +55,14 @@ class AdminResource(DirectServeJsonResource):
         context: GuardContext,
         blocking: Blocking,
         controls: list[Control],
-        live_counts: list[LiveCounts],
+        ledger: Ledger,
     ) -> None:
         super().__init__()
         self._context = context
         self._api: ModuleApi = context.api
         self._blocking = blocking
         self._controls = controls
-        self._live_counts = live_counts
+        self._ledger = ledger
 
     async def _async_render_GET(self, request: SynapseRequest) -> tuple[int, JsonDict]:
         return await self._answer(self._get, request)
@@ -118,42 +120,39 @@ class AdminResource(DirectServeJsonResource):
     async def _show_account(self, user_id: str, admin: str) -> JsonDict:
         context = self._context
         store = context.store
-
-        async def flush_all() -> None:  # what this process counted, in the tables
-            for counts in self._live_counts:
-                await counts.flush()
-
-        await store.database.lanes.wait_briefly(flush_all)
+        ledger = self._ledger
+        # What this process counted, in the tables (unless they do not answer soon).
+        await store.database.lanes.wait_briefly(ledger.flush)
         now = context.now()
         block = await store.blocks.in_force_for(user_id, now)
-        marks = await store.accounts.marks(user_id)
+        account = await ledger.stored(user_id)
+        marks = account.marks
         counters = {}
         for control in self._controls:
-            rows, _ = await store.attempts.load(
-                user_id, control.name, now - control.longest_window_ms
+            state = account.states.get((control.name, "")) or CountState(
+                Layout.of(ledger.shape(control), marks)
             )
-            history = policy.History.of(row.record for row in rows)
-            counters[control.name] = control.report(history, now, marks)
-        lines = await store.attempts.recent(user_id, RECENT)
+            counters[control.name] = control.report(state, now, marks)
+        reached = await store.counts.reached(user_id, RECENT)
         await self._audit_view(admin, user_id, "account")
         return {
             "user_id": user_id,
-            "exempt": await context.is_exempt(user_id),
+            "exempt": account.exempt,
             "blocked": block is not None,
             "block": describe_block(block) if block else None,
             "counters_reset": _moment(marks.counters_reset_ts),
             "counters": counters,
-            "recent_actions": [
+            # The rooms and people it reached lately (each once per window); every
+            # request it made, downloads included, is in Synapse's access log.
+            "reached": [
                 {
-                    "time": format_timestamp(line.ts),
-                    "ts": line.ts,
-                    "control": line.control,
-                    "decision": line.decision,
-                    "target": line.target,
-                    "served": line.served,
-                    "bytes": line.bytes,
+                    "time": format_timestamp(ts),
+                    "ts": ts,
+                    "control": control,
+                    "session": session or None,
+                    "target": target,
                 }
-                for line in lines
+                for control, session, target, ts in reached
             ],
             "recent_events": await store.audit.recent(user_id, RECENT),
             "block_history": [

@@ -17,9 +17,9 @@ from typing import Any
 
 import attr
 
-from synapse_tchap_guard.config import format_duration
-from synapse_tchap_guard.inputs import one_line
+from synapse_tchap_guard.inputs import RequestInfo, one_line
 from synapse_tchap_guard.model import Block
+from synapse_tchap_guard.units import format_duration
 
 EVENTS_LOGGER = "synapse_tchap_guard.events"
 ECS_VERSION = "8.11.0"
@@ -58,17 +58,6 @@ ACTIONS: Mapping[str, Kind] = {
     "owner_notified": Kind("success", ("email", "iam"), ("info",)),
     "owner_not_notified": Kind("failure", ("email", "iam"), ("info",)),
 }
-
-
-@attr.frozen
-class RequestInfo:
-    """Where a request came from, as Synapse saw it (all client-controlled but the IP)."""
-
-    ip: str | None = None
-    user_agent: str | None = None
-    path: str | None = None
-    method: str | None = None
-    request_id: str | None = None
 
 
 @attr.frozen

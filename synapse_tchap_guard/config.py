@@ -10,37 +10,38 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import attr
 from synapse.module_api.errors import ConfigError
 
+from synapse_tchap_guard import units
+from synapse_tchap_guard.controls import (
+    CONTROLS,
+    DIRECTORY,
+    FAILED_STEP_UPS,
+    SMALL_THUMBNAILS,
+    ControlSpec,
+    default_quotas,
+)
 from synapse_tchap_guard.inputs import quoted
 from synapse_tchap_guard.policy import Counting, Limit, Quota, StepUp, Threshold
 from synapse_tchap_guard.step_up_methods import DEFAULT_METHODS, Method
+from synapse_tchap_guard.units import (
+    DAY_MS,
+    DURATION_HELP,
+    HOUR_MS,
+    SECOND_MS,
+    SIZE_HELP,
+    UnitError,
+    format_duration,
+    format_size,
+)
 
-SECOND_MS = 1000
-MINUTE_MS = 60 * SECOND_MS
-HOUR_MS = 60 * MINUTE_MS
-DAY_MS = 24 * HOUR_MS
-
-# The units Synapse's own config accepts (synapse.config._base.Config).
-_DURATION_UNITS = {
-    "s": SECOND_MS,
-    "m": MINUTE_MS,
-    "h": HOUR_MS,
-    "d": DAY_MS,
-    "w": 7 * DAY_MS,
-    "y": 365 * DAY_MS,
-}
-_SIZE_UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 _USER_ID = re.compile(r"^@[^:\s]+:[^\s]+$")
 MAX_USER_ID = 255
 
-DURATION_HELP = "use a number of milliseconds or 30s, 10m, 1h, 1d, 1w, 1y"
-# Longer is surely a typo, and would not fit the timestamps the guard stores.
-MAX_DURATION_MS = 100 * 365 * DAY_MS
-SIZE_HELP = "use a number of bytes or 500K, 20M, 2G, 1T"
 # Shorter is surely milliseconds meant as seconds (a bare number is milliseconds).
 MIN_WINDOW_MS = SECOND_MS
 # Above these, a maximum is surely a typo (and would overflow nothing, but mean nothing).
@@ -49,6 +50,7 @@ MAX_BYTES = 1024**5  # 1024T
 # More requests a second than one Synapse process serves (see the README's Speed):
 # a block threshold that needs more can never be reached.
 MAX_REACHABLE_PER_SECOND = 1000
+DEFAULT_THUMBNAIL_SIZE = 400
 
 
 class Mode(enum.Enum):
@@ -71,22 +73,6 @@ class BlockingConfig:
     end_sessions: bool = True
 
 
-GIB = 1024**3
-
-DEFAULT_PUBLIC_ROOM_JOINS = Quota(
-    limits=(Limit(HOUR_MS, max=10), Limit(DAY_MS, max=30)),
-    block_at=Threshold(DAY_MS, 60),
-)
-DEFAULT_MEDIA_DOWNLOADS = Quota(
-    limits=(
-        Limit(MINUTE_MS, max=120),
-        Limit(HOUR_MS, max=1000, max_bytes=2 * GIB),
-        Limit(DAY_MS, max=4000, max_bytes=10 * GIB),
-    ),
-    block_at=Threshold(HOUR_MS, 3000),
-)
-
-
 # Codes mailed to one account, and notices sent to one owner on one channel.
 DEFAULT_MAX_CODES_SENT = Threshold(HOUR_MS, 5)
 DEFAULT_NOTICES_LIMIT = Threshold(HOUR_MS, 3)
@@ -96,68 +82,22 @@ DEFAULT_NOTICES_LIMIT = Threshold(HOUR_MS, 3)
 class EmailCodeConfig:
     """One-time codes mailed to the account's verified addresses."""
 
-    valid_for_ms: int = 10 * MINUTE_MS
+    valid_for_ms: int = 10 * 60 * SECOND_MS
     max_tries: int = 3  # wrong entries of one code before it is void
     max_sent: Threshold = DEFAULT_MAX_CODES_SENT
 
 
 @attr.frozen
-class SmallThumbnails:
-    """Thumbnails at most `max_size` pixels wide and high: the avatars a client loads
-    by the hundred. They have a quota of their own (refusing one makes Element fetch
-    the full picture instead); larger thumbnails count as downloads."""
-
-    max_size: int
-    quota: Quota
-
-
-DEFAULT_SMALL_THUMBNAILS = SmallThumbnails(
-    max_size=400,
-    quota=Quota(
-        limits=(
-            Limit(MINUTE_MS, max=1000),
-            Limit(HOUR_MS, max=5000),
-            Limit(DAY_MS, max=20000),
-        ),
-        block_at=Threshold(HOUR_MS, 10000),
-    ),
-)
-
-# Element loads a room's history 50 messages a page, several pages to fill a screen;
-# the June 2026 attack read 643,000.
-DEFAULT_MESSAGE_HISTORY = Quota(
-    limits=(Limit(HOUR_MS, max=5000), Limit(DAY_MS, max=20000)),
-    # Requests refused (each room once: a client retrying the same room never
-    # blocks its owner) that block the account.
-    block_at=Threshold(HOUR_MS, 30, Counting.REFUSALS),
-    max_per_request=1000,  # Synapse's own cap on `/messages`
-)
-
-
-@attr.frozen
 class DirectoryConfig:
-    """The people budget (a quota whose limits a step-up lifts, and whose threshold
-    counts refusals), how much a directory search may show, how an account may step
-    up, and the threshold of failed step-ups."""
+    """How much a directory search may show, and how an account may step up (the
+    people budget and the failed step-ups are quotas of their own controls)."""
 
-    quota: Quota
-    failed_step_ups: Quota
     # A search shows people not discovered yet only from this many characters on,
     min_search_length: int = 3
     # and at most this many of them at once (a type-ahead shows its best matches).
     new_people_per_search: int = 20
     methods: tuple[Method, ...] = DEFAULT_METHODS
     email_code: EmailCodeConfig = EmailCodeConfig()
-
-
-DEFAULT_DIRECTORY = DirectoryConfig(
-    quota=Quota(
-        limits=(Limit(DAY_MS, max=3000),),
-        step_up=StepUp(12 * HOUR_MS, (Limit(DAY_MS, max=20000),)),
-        block_at=Threshold(DAY_MS, 30, Counting.REFUSALS),
-    ),
-    failed_step_ups=Quota(block_at=Threshold(HOUR_MS, 5)),
-)
 
 
 @attr.frozen
@@ -170,9 +110,8 @@ class OwnerNoticesConfig:
     limit: Threshold = DEFAULT_NOTICES_LIMIT
 
 
-_DEFAULT_NOTICES_OR_NONE: OwnerNoticesConfig | None = OwnerNoticesConfig()
-
-_DEFAULT_DIRECTORY_OR_NONE: DirectoryConfig | None = DEFAULT_DIRECTORY
+def _frozen(quotas: Mapping[str, Quota]) -> Mapping[str, Quota]:
+    return MappingProxyType(dict(quotas))
 
 
 @attr.frozen
@@ -180,11 +119,15 @@ class GuardConfig:
     mode: Mode = Mode.ENFORCE
     exempt_users: frozenset[str] = frozenset()
     on_error: OnError = OnError.ALLOW
-    public_room_joins: Quota = DEFAULT_PUBLIC_ROOM_JOINS
-    media_downloads: Quota = DEFAULT_MEDIA_DOWNLOADS
-    message_history: Quota = DEFAULT_MESSAGE_HISTORY
-    small_thumbnails: SmallThumbnails = DEFAULT_SMALL_THUMBNAILS
-    directory: DirectoryConfig | None = DEFAULT_DIRECTORY
+    # Each control's quota, by name (`controls.CONTROLS`); a control turned off has
+    # an empty one.
+    quotas: Mapping[str, Quota] = attr.field(
+        factory=lambda: _frozen(default_quotas()), converter=_frozen
+    )
+    # Thumbnails at most this many pixels wide and high count as small thumbnails
+    # (0: none does, all count as downloads).
+    small_thumbnail_size: int = DEFAULT_THUMBNAIL_SIZE
+    directory: DirectoryConfig | None = DirectoryConfig()  # None: no people budget
     blocking: BlockingConfig = BlockingConfig()
     owner_notices: OwnerNoticesConfig | None = OwnerNoticesConfig()
     retention_ms: int = 90 * DAY_MS
@@ -192,6 +135,13 @@ class GuardConfig:
     @property
     def enforcing(self) -> bool:
         return self.mode is Mode.ENFORCE
+
+    def quota(self, name: str) -> Quota:
+        return self.quotas[name]
+
+
+_DEFAULT_NOTICES_OR_NONE: OwnerNoticesConfig | None = OwnerNoticesConfig()
+_OFF = Quota()
 
 
 def parse_config(raw: Any) -> GuardConfig:
@@ -202,45 +152,39 @@ def parse_config(raw: Any) -> GuardConfig:
     with the key named, where nothing can be turned off.
     """
     top = _Section(raw, ())
+    quotas = default_quotas()
+    for spec in CONTROLS:
+        if spec.section is not None and spec is not SMALL_THUMBNAILS:
+            quotas[spec.name] = top.get(
+                spec.section, _quota_parser(spec), spec.default, off=_OFF
+            )
+    # null: no thumbnail has a quota of its own, all count as downloads.
+    size, quotas[SMALL_THUMBNAILS.name] = top.get(
+        "small_thumbnails",
+        _parse_small_thumbnails,
+        (DEFAULT_THUMBNAIL_SIZE, SMALL_THUMBNAILS.default),
+        off=(0, _OFF),
+    )
+    directory, quotas[DIRECTORY.name], quotas[FAILED_STEP_UPS.name] = top.get(
+        "directory",
+        _parse_directory,
+        (DirectoryConfig(), DIRECTORY.default, FAILED_STEP_UPS.default),
+        off=(None, _OFF, _OFF),
+    )
     config = GuardConfig(
         mode=top.choice("mode", Mode, Mode.ENFORCE),
         exempt_users=top.get(
             "exempt_users", _parse_user_ids, frozenset(), off=frozenset()
         ),
         on_error=top.choice("on_error", OnError, OnError.ALLOW),
-        public_room_joins=top.get(
-            "public_room_joins",
-            _quota_parser(DEFAULT_PUBLIC_ROOM_JOINS),
-            DEFAULT_PUBLIC_ROOM_JOINS,
-            off=Quota(),
-        ),
-        media_downloads=top.get(
-            "media_downloads",
-            _quota_parser(DEFAULT_MEDIA_DOWNLOADS, allow_bytes=True),
-            DEFAULT_MEDIA_DOWNLOADS,
-            off=Quota(),
-        ),
-        directory=top.get(
-            "directory", _parse_directory, _DEFAULT_DIRECTORY_OR_NONE, off=None
-        ),
+        quotas=quotas,
+        small_thumbnail_size=size,
+        directory=directory,
         blocking=top.get(
             "blocking",
             _parse_blocking,
             BlockingConfig(),
             off=_NotOff("to never block, set block_at: null in each control"),
-        ),
-        message_history=top.get(
-            "message_history",
-            _quota_parser(DEFAULT_MESSAGE_HISTORY),
-            DEFAULT_MESSAGE_HISTORY,
-            off=Quota(),
-        ),
-        # null: no thumbnail has a quota of its own, all count as downloads.
-        small_thumbnails=top.get(
-            "small_thumbnails",
-            _parse_small_thumbnails,
-            DEFAULT_SMALL_THUMBNAILS,
-            off=SmallThumbnails(0, Quota()),
         ),
         owner_notices=top.get(
             "owner_notices", _parse_owner_notices, _DEFAULT_NOTICES_OR_NONE, off=None
@@ -257,50 +201,18 @@ def parse_config(raw: Any) -> GuardConfig:
 
 def parse_duration(value: Any, path: tuple[str, ...]) -> int:
     """Milliseconds from `30s`, `10m`, `1h`, `1d`... or a bare number of ms, as Synapse."""
-    ms = None
-    if type(value) is int and value >= 0:
-        ms = value
-    elif isinstance(value, str):
-        match = re.fullmatch(r"\s*([0-9]+)\s*([smhdwy]?)\s*", value)
-        if match:
-            number, unit = match.groups()
-            if _too_many_digits(number):
-                raise _error(path, f"{quoted(value)} is too long (at most 100y)")
-            ms = int(number) * (_DURATION_UNITS[unit] if unit else 1)
-    if ms is None:
-        raise _error(path, f"{quoted(value)} is not a duration ({DURATION_HELP})")
-    if ms > MAX_DURATION_MS:
-        raise _error(path, f"{quoted(value)} is too long (at most 100y)")
-    return ms
+    try:
+        return units.parse_duration(value)
+    except UnitError as error:
+        raise _error(path, f"{quoted(value)} {error}") from None
 
 
 def parse_size(value: Any, path: tuple[str, ...]) -> int:
     """Bytes from `500K`, `20M`, `2G`, `1T` or a bare number of bytes, as Synapse."""
-    if type(value) is int and value >= 0:
-        return value
-    if isinstance(value, str):
-        match = re.fullmatch(r"\s*([0-9]+)\s*([KMGT]?)\s*", value)
-        if match:
-            number, unit = match.groups()
-            if _too_many_digits(number):
-                raise _error(path, f"{quoted(value)} is too large")
-            return int(number) * (_SIZE_UNITS[unit] if unit else 1)
-    raise _error(path, f"{quoted(value)} is not a size ({SIZE_HELP})")
-
-
-def _too_many_digits(number: str) -> bool:
-    """More digits than any sensible value has (Python refuses to convert more than
-    4300 of them, and no duration or size needs 19)."""
-    return len(number.lstrip("0")) > 18
-
-
-def format_size(size: int) -> str:
-    """The shortest exact spelling of a size, as an admin would write it."""
-    for unit in ("T", "G", "M", "K"):
-        factor = _SIZE_UNITS[unit]
-        if size and size % factor == 0:
-            return f"{size // factor}{unit}"
-    return str(size)
+    try:
+        return units.parse_size(value)
+    except UnitError as error:
+        raise _error(path, f"{quoted(value)} {error}") from None
 
 
 def is_user_id(value: Any) -> bool:
@@ -312,17 +224,6 @@ def is_user_id(value: Any) -> bool:
         and value.isprintable()
         and _USER_ID.match(value) is not None
     )
-
-
-def format_duration(ms: int) -> str:
-    """The shortest exact spelling of a duration, as an admin would write it."""
-    if ms == 0:
-        return "0"
-    for unit in ("y", "w", "d", "h", "m", "s"):
-        size = _DURATION_UNITS[unit]
-        if ms and ms % size == 0:
-            return f"{ms // size}{unit}"
-    return f"{ms}ms"
 
 
 # --- sections ----------------------------------------------------------------------
@@ -392,28 +293,28 @@ class _Section:
                 )
 
 
-def _quota_parser(
-    default: Quota, allow_bytes: bool = False
-) -> Callable[[Any, tuple[str, ...]], Quota]:
-    """A parser for one control's `limits` and `block_at` (and `max_per_request`, for
-    a control whose default has one); absent keys keep `default`."""
+def _quota_parser(spec: ControlSpec) -> Callable[[Any, tuple[str, ...]], Quota]:
+    """A parser for one control's section: its `limits` and `block_at` (and
+    `max_per_request`, for a control whose default has one); absent keys keep the
+    control's defaults."""
 
     def parse(raw: Any, path: tuple[str, ...]) -> Quota:
         section = _Section(raw, path)
-        quota = _read_quota(section, default, allow_bytes)
+        quota = _read_quota(section, spec)
         section.reject_unknown()
         return quota
 
     return parse
 
 
-def _read_quota(section: _Section, default: Quota, allow_bytes: bool = False) -> Quota:
+def _read_quota(section: _Section, spec: ControlSpec) -> Quota:
     """A control's `limits` and `block_at` (and `max_per_request`, if its default has
     one), with the checks that make them mean something."""
     path = section.path
+    default = spec.default
     limits = section.get(
         "limits",
-        lambda v, p: _parse_limits(v, p, allow_bytes),
+        lambda v, p: _parse_limits(v, p, spec.counts_bytes),
         default.limits,
         off=(),
     )
@@ -472,9 +373,13 @@ def _parse_threshold(raw: Any, path: tuple[str, ...]) -> Threshold:
     return Threshold(window_ms=window, max=count)
 
 
-def _parse_directory(raw: Any, path: tuple[str, ...]) -> DirectoryConfig | None:
+def _parse_directory(
+    raw: Any, path: tuple[str, ...]
+) -> tuple[DirectoryConfig | None, Quota, Quota]:
+    """The directory section: its settings, the people budget's quota and the failed
+    step-ups' (`free: null` lifts the budget, the step-up with it)."""
     section = _Section(raw, path)
-    default = DEFAULT_DIRECTORY.quota
+    default = DIRECTORY.default
     assert default.step_up is not None
     no_off = _NotOff("a step-up needs a budget; `directory: null` lifts them all")
     free = section.get("free", _parse_budget, default.limits[0], off=None)
@@ -487,20 +392,19 @@ def _parse_directory(raw: Any, path: tuple[str, ...]) -> DirectoryConfig | None:
         default.step_up.valid_for_ms,
         off=no_off,
     )
-    methods = section.get("step_up_methods", _parse_methods, DEFAULT_METHODS)
+    settings = DirectoryConfig()
+    methods = section.get("step_up_methods", _parse_methods, settings.methods)
     email_code = section.get("email_code", _parse_email_code, EmailCodeConfig())
     block_at = section.get("block_at", _parse_threshold, default.block_at, off=None)
     failed = section.get(
         "failed_step_ups_block_at",
         _parse_threshold,
-        DEFAULT_DIRECTORY.failed_step_ups.block_at,
+        FAILED_STEP_UPS.default.block_at,
         off=None,
     )
-    min_length = section.get(
-        "min_search_length", _maximum, DEFAULT_DIRECTORY.min_search_length
-    )
+    min_length = section.get("min_search_length", _maximum, settings.min_search_length)
     per_search = section.get(
-        "new_people_per_search", _maximum, DEFAULT_DIRECTORY.new_people_per_search
+        "new_people_per_search", _maximum, settings.new_people_per_search
     )
     section.reject_unknown()
     for key, threshold in (
@@ -509,23 +413,23 @@ def _parse_directory(raw: Any, path: tuple[str, ...]) -> DirectoryConfig | None:
     ):
         if threshold is not None:
             _check_reachable(threshold, (*path, key), key in section.raw)
+    failed_step_ups = Quota(block_at=failed)
     if free is None:
-        return None  # `free: null`: discovering the directory is not limited
+        # `free: null`: discovering people is not limited (step-ups are not needed).
+        return None, _OFF, failed_step_ups
     _check_step_up_budget(free, after, path)
-    return DirectoryConfig(
-        quota=Quota(
-            limits=(free,),
-            step_up=StepUp(valid_for, (after,)),
-            block_at=attr.evolve(block_at, counts=Counting.REFUSALS)
-            if block_at
-            else None,
-        ),
-        failed_step_ups=Quota(block_at=failed),
+    people = Quota(
+        limits=(free,),
+        step_up=StepUp(valid_for, (after,)),
+        block_at=attr.evolve(block_at, counts=Counting.REFUSALS) if block_at else None,
+    )
+    directory = DirectoryConfig(
         min_search_length=min_length,
         new_people_per_search=per_search,
         methods=methods,
         email_code=email_code,
     )
+    return directory, people, failed_step_ups
 
 
 def _parse_methods(raw: Any, path: tuple[str, ...]) -> tuple[Method, ...]:
@@ -586,13 +490,12 @@ def _parse_budget(raw: Any, path: tuple[str, ...]) -> Limit:
     return Limit(window_ms=window, max=count)
 
 
-def _parse_small_thumbnails(raw: Any, path: tuple[str, ...]) -> SmallThumbnails:
+def _parse_small_thumbnails(raw: Any, path: tuple[str, ...]) -> tuple[int, Quota]:
     section = _Section(raw, path)
-    default = DEFAULT_SMALL_THUMBNAILS
-    max_size = section.get("max_size", _maximum, default.max_size)
-    quota = _read_quota(section, default.quota)
+    max_size = section.get("max_size", _maximum, DEFAULT_THUMBNAIL_SIZE)
+    quota = _read_quota(section, SMALL_THUMBNAILS)
     section.reject_unknown()
-    return SmallThumbnails(max_size, quota)
+    return max_size, quota
 
 
 def _parse_blocking(raw: Any, path: tuple[str, ...]) -> BlockingConfig:
@@ -732,16 +635,10 @@ def _check_step_up_budget(free: Limit, after: Limit, path: tuple[str, ...]) -> N
 
 def _check_retention(config: GuardConfig, given: bool) -> None:
     """The audit trail explains the counts: it must outlive the longest window."""
-    windows = [
-        (config.public_room_joins.longest_window_ms, "public_room_joins"),
-        (config.media_downloads.longest_window_ms, "media_downloads"),
-    ]
-    if config.directory is not None:
-        windows += [
-            (config.directory.quota.longest_window_ms, "directory"),
-            (config.directory.failed_step_ups.longest_window_ms, "directory"),
-        ]
-    longest, control = max(windows)
+    longest, control = max(
+        (config.quota(spec.name).longest_window_ms, _config_key(spec))
+        for spec in CONTROLS
+    )
     if config.retention_ms < longest:
         default = "" if given else " (the default)"
         raise _error(
@@ -751,6 +648,11 @@ def _check_retention(config: GuardConfig, given: bool) -> None:
             " the audit trail would be gone before the counts it explains. Use at"
             f" least {format_duration(longest)}",
         )
+
+
+def _config_key(spec: ControlSpec) -> str:
+    """Where an admin sets a control's quota."""
+    return spec.section or "directory"
 
 
 def _threshold_text(threshold: Threshold, given: bool) -> str:
@@ -770,31 +672,30 @@ def _kind(value: Any) -> str:
 
 def describe(config: GuardConfig) -> dict[str, Any]:
     """The effective config, spelled as an admin would write it (for logs and events)."""
-    return {
+    described: dict[str, Any] = {
         "mode": config.mode.value,
         "exempt_users": sorted(config.exempt_users),
         "on_error": config.on_error.value,
-        "public_room_joins": describe_quota(config.public_room_joins),
-        "media_downloads": describe_quota(config.media_downloads),
-        "message_history": describe_quota(config.message_history),
-        "small_thumbnails": {
-            "max_size": config.small_thumbnails.max_size,
-            **describe_quota(config.small_thumbnails.quota),
-        },
-        "directory": describe_directory(config.directory),
-        "blocking": {
-            "duration": format_duration(config.blocking.duration_ms),
-            "end_sessions": config.blocking.end_sessions,
-        },
-        "owner_notices": describe_owner_notices(config.owner_notices),
-        "retention": format_duration(config.retention_ms),
     }
+    for spec in CONTROLS:
+        if spec.section is not None:
+            described[spec.section] = describe_quota(config.quota(spec.name))
+    described[SMALL_THUMBNAILS.name]["max_size"] = config.small_thumbnail_size
+    described["directory"] = describe_directory(config)
+    described["blocking"] = {
+        "duration": format_duration(config.blocking.duration_ms),
+        "end_sessions": config.blocking.end_sessions,
+    }
+    described["owner_notices"] = describe_owner_notices(config.owner_notices)
+    described["retention"] = format_duration(config.retention_ms)
+    return described
 
 
-def describe_directory(directory: DirectoryConfig | None) -> dict[str, Any] | None:
+def describe_directory(config: GuardConfig) -> dict[str, Any] | None:
+    directory = config.directory
     if directory is None:
         return None
-    quota = directory.quota
+    quota = config.quota(DIRECTORY.name)
     assert quota.step_up is not None
 
     def budget(limit: Limit) -> dict[str, Any]:
@@ -812,7 +713,7 @@ def describe_directory(directory: DirectoryConfig | None) -> dict[str, Any] | No
         },
         "block_at": _describe_threshold(quota.block_at),
         "failed_step_ups_block_at": _describe_threshold(
-            directory.failed_step_ups.block_at
+            config.quota(FAILED_STEP_UPS.name).block_at
         ),
         "min_search_length": directory.min_search_length,
         "new_people_per_search": directory.new_people_per_search,

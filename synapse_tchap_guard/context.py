@@ -11,13 +11,13 @@ from typing import TypeVar
 from synapse.module_api import ModuleApi
 
 from synapse_tchap_guard import responses
-from synapse_tchap_guard.audit import AuditEvent, AuditLog, RequestInfo
+from synapse_tchap_guard.audit import AuditEvent, AuditLog
 from synapse_tchap_guard.clock import Clock, now_ms
 from synapse_tchap_guard.config import GuardConfig, OnError
-from synapse_tchap_guard.inputs import one_line
-from synapse_tchap_guard.metrics import HookTimes
-from synapse_tchap_guard.model import Row
+from synapse_tchap_guard.inputs import RequestInfo, one_line
 from synapse_tchap_guard.store import GuardStore, StoreUnavailable
+from synapse_tchap_guard.store.counts import Row
+from synapse_tchap_guard.timing import HookTimes
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class GuardContext:
             raise responses.guard_unavailable() from None
 
     def report_rejected(self, rows: Sequence[Row], reason: str) -> None:
-        """Rows counted in memory that the database would not take: they are dropped
+        """Counts kept in memory that the database would not take: they are dropped
         (their counts stay in memory until the process restarts), and reported."""
         logger.error(
             "tchap_guard dropped %d row(s) it could not write: %s",

@@ -19,9 +19,10 @@ from typing import Any
 from synapse.module_api.errors import Codes, SynapseError
 
 from synapse_tchap_guard import notice_texts, responses
-from synapse_tchap_guard.audit import AuditEvent, RequestInfo, format_timestamp
+from synapse_tchap_guard.audit import AuditEvent, format_timestamp
 from synapse_tchap_guard.config import EmailCodeConfig
 from synapse_tchap_guard.context import GuardContext
+from synapse_tchap_guard.inputs import RequestInfo
 from synapse_tchap_guard.mail import Mailer
 from synapse_tchap_guard.notice_texts import Circumstances, mask_address
 from synapse_tchap_guard.responses import format_wait

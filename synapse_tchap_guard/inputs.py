@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 
+import attr
+
 # Matrix identifiers are at most 255 characters (user and room ids, server names).
 MAX_TARGET = 255
 _DIGEST = 16  # hex characters of SHA-256 kept after a cut value
@@ -82,3 +84,14 @@ def _escaped(char: str) -> str:
     if code < 0x10000:
         return f"\\u{code:04x}"
     return f"\\U{code:08x}"
+
+
+@attr.frozen
+class RequestInfo:
+    """Where a request came from, as Synapse saw it (all client-controlled but the IP)."""
+
+    ip: str | None = None
+    user_agent: str | None = None
+    path: str | None = None
+    method: str | None = None
+    request_id: str | None = None

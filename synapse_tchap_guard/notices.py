@@ -15,18 +15,19 @@ from typing import Any
 
 from synapse_tchap_guard import _synapse_internals as internals
 from synapse_tchap_guard import notice_texts
-from synapse_tchap_guard.audit import AuditEvent, RequestInfo
-from synapse_tchap_guard.blocks import GUARD
-from synapse_tchap_guard.config import OwnerNoticesConfig, format_duration
+from synapse_tchap_guard.audit import AuditEvent
+from synapse_tchap_guard.config import OwnerNoticesConfig
 from synapse_tchap_guard.context import GuardContext
+from synapse_tchap_guard.inputs import RequestInfo
 from synapse_tchap_guard.mail import Mailer
 from synapse_tchap_guard.model import Block
 from synapse_tchap_guard.notice_texts import Circumstances, Message, mask_address
 from synapse_tchap_guard.policy import Limit
 from synapse_tchap_guard.responses import format_wait
 from synapse_tchap_guard.step_up_methods import Method
-from synapse_tchap_guard.store import StoreUnavailable
+from synapse_tchap_guard.store.database import StoreUnavailable
 from synapse_tchap_guard.store.notices import FAILED, SENT, Notice
+from synapse_tchap_guard.units import format_duration
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class OwnerNotices:
             block.user_id,
             self._context.api.server_name,
             block.reason,
-            by_admin=block.blocked_by != GUARD,
+            by_admin=not block.by_guard,
             until_ts=block.until_ts,
             seen=_circumstances(block.since_ts, request),
         )

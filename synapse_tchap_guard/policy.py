@@ -1,21 +1,30 @@
 """What the guard decides, in plain Python: rolling windows, quotas and escalation.
 
-Nothing here knows Synapse or the database. A gate hands in what an account did
-recently (its `History`) and gets back a `Verdict`, so every threshold is testable in
-milliseconds and the same rules serve the gates, the admin API and the tests.
+Nothing here knows Synapse, the database or Redis. A caller hands in what a key (an
+account, or one of its sessions) counted recently, through the `Counts` view, and gets
+back a `Verdict`; so every rule is testable in milliseconds, and the same rules serve
+the gates, the admin API and the tests.
 
 The vocabulary: a `Decision` is what happens to one request (allowed, denied, the
 account blocked, or in monitor mode what would have happened); a `Verdict` is a
-decision with the rule and the count that led to it.
+decision with the rule and the count that led to it, and what it leaves behind
+towards a block.
+
+Escalation is for intent. A block threshold counting attempts measures volume: every
+request counts, served or refused (a scraper's volume is itself the signal). A threshold
+counting refusals counts what the account asks after being told: once a window is
+full (a cause, until the window has room again: the retry time the client was given),
+each thing it asks for counts once, however often it asks again. A client retrying
+what it was refused (Element paginates again at every scroll, without backing off) is
+never blocked for it; a script that goes on to the next room or the next person, or
+comes back for more each time there is room, is. Either way, what a client fetches by
+itself (`automatic`: thread summaries, a timeline's fill) never counts towards a block.
 """
 
 from __future__ import annotations
 
-import bisect
 import enum
-import itertools
-from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Protocol
 
 import attr
 
@@ -36,7 +45,7 @@ class Counting(enum.Enum):
     """What a block threshold counts."""
 
     ATTEMPTS = "attempts"  # every request, served or refused
-    REFUSALS = "refusals"  # only refused requests: the threshold blocks on a refusal
+    REFUSALS = "refusals"  # refusals, a cause once: the threshold blocks on a refusal
 
 
 @attr.frozen
@@ -68,10 +77,14 @@ class Quota:
     max_per_request: int | None = None
 
     @property
+    def spans(self) -> tuple[int, ...]:
+        """The windows its limits count in (the step-up's included), each once."""
+        limits = self.limits + (self.step_up.limits if self.step_up else ())
+        return tuple(sorted({limit.window_ms for limit in limits}))
+
+    @property
     def longest_window_ms(self) -> int:
-        windows = [limit.window_ms for limit in self.limits]
-        if self.step_up is not None:
-            windows += [limit.window_ms for limit in self.step_up.limits]
+        windows = list(self.spans)
         if self.block_at is not None:
             windows.append(self.block_at.window_ms)
         return max(windows, default=0)
@@ -85,23 +98,11 @@ class Quota:
             return self.step_up.limits
         return self.limits
 
-
-class Record(NamedTuple):
-    """One line of an account's log for a control (a tuple: one is built for every
-    counted request, and for every row of an account loaded).
-
-    A request is a record with `attempts=1`; `served` is how many units it was served
-    (its weight, or 0 if it was refused), `refused` 1 if it was (or would have been,
-    in monitor mode). Later lines amend it without rewriting it: the bytes its
-    response sent (`bytes`), or a failure after it was allowed (`served` negative, at
-    the request's own time), so the sum over any window is right.
-    """
-
-    ts: int
-    attempts: int = 1
-    served: int = 1
-    bytes: int = 0
-    refused: int = 0
+    def target_window_ms(self, stepped_up: bool) -> int:
+        """How far back a distinct target counts as already served."""
+        return max(
+            (limit.window_ms for limit in self.limits_for(stepped_up)), default=0
+        )
 
 
 @attr.frozen
@@ -117,9 +118,14 @@ class AccountMarks:
     def stepped_up(self, now: int) -> bool:
         return self.step_up_until_ts > now
 
+    @property
+    def tally_origin(self) -> int:
+        """Where the count towards a block starts: the last reset or block."""
+        return max(self.counters_reset_ts, self.escalation_reset_ts)
+
 
 class Decision(enum.Enum):
-    """What happens to one request; stored with it."""
+    """What happens to one request."""
 
     ALLOW = "allow"
     DENY = "deny"
@@ -130,7 +136,7 @@ class Decision(enum.Enum):
     @property
     def served(self) -> bool:
         """Whether the request fills the limits. A would-be refusal is let through but
-        recorded as refused, so that monitor mode counts exactly what enforce would."""
+        counted as refused, so that monitor mode counts exactly what enforce would."""
         return self is Decision.ALLOW
 
     @property
@@ -166,9 +172,15 @@ class Measure(enum.Enum):
 
 @attr.frozen
 class Verdict:
-    """A decision on one request, and the rule and usage that led to it.
+    """A decision on one request, the rule and usage that led to it, and what it
+    leaves towards a block.
 
-    `step_up` is True when re-authenticating would lift the limit that refused it.
+    `step_up` is True when re-authenticating would lift the limit that refused it;
+    `too_large` when the request itself asks more than may ever be served at once
+    (waiting would not help: asking less would). `towards_block` says whether it
+    counts towards the block threshold; for a refusal counted towards a threshold of
+    refusals, `cause_since` and `cause_until` say when its cause began and until when
+    the refusals that follow are the same cause.
     """
 
     decision: Decision
@@ -177,6 +189,10 @@ class Verdict:
     count: int = 0
     retry_after_ms: int | None = None
     step_up: bool = False
+    too_large: bool = False
+    towards_block: bool = True
+    cause_since: int = 0
+    cause_until: int = 0
 
     @property
     def rule_max(self) -> int | None:
@@ -196,181 +212,111 @@ class Verdict:
 ALLOW = Verdict(Decision.ALLOW)
 
 
-class History:
-    """An account's recent records for one control, in time order, with running totals.
+class Counts(Protocol):
+    """What a key counted recently, as the rules read it (`state.CountState`)."""
 
-    Counting the attempts, refusals, served units or bytes of any window is a binary
-    search, so judging an account that made thousands of requests costs no more than
-    judging one that made three.
-    """
+    cause_since: int  # when the current cause began, until `cause_until`
+    cause_until: int
 
-    def __init__(self) -> None:
-        self._times: list[int] = []
-        self._records: list[Record] = []
-        # Running totals over the first i records: attempts, refusals, served, bytes.
-        self._totals: list[tuple[int, int, int, int]] = [(0, 0, 0, 0)]
+    def served(self, span: int, now: int) -> int: ...
 
-    @classmethod
-    def of(cls, records: Iterable[Record]) -> History:
-        history = cls()
-        for record in sorted(records, key=_by_ts):
-            history.add(record)
-        return history
+    def sent(self, span: int, now: int) -> int: ...
 
-    def add(self, record: Record) -> None:
-        if self._times and record.ts < self._times[-1]:
-            index = bisect.bisect_right(self._times, record.ts)
-            self._times.insert(index, record.ts)
-            self._records.insert(index, record)
-            self._recount()
-            return
-        self._times.append(record.ts)
-        self._records.append(record)
-        attempts, refused, served, size = self._totals[-1]
-        self._totals.append(
-            (
-                attempts + record.attempts,
-                refused + record.refused,
-                served + record.served,
-                size + record.bytes,
-            )
-        )
+    def wait(self, span: int, measure: Measure, ceiling: int, now: int) -> int:
+        """How long until the window's `measure` goes under `ceiling`."""
+        ...
 
-    def forget_before(self, start: int) -> None:
-        """Drop the records no window reaching back to `start` needs any more."""
-        kept = bisect.bisect_right(self._times, start)
-        if kept:
-            del self._times[:kept], self._records[:kept]
-            self._recount()
+    def attempts(self, now: int) -> int: ...
 
-    def _recount(self) -> None:
-        self._totals = [(0, 0, 0, 0)]
-        self._totals += itertools.accumulate(
-            ((r.attempts, r.refused, r.served, r.bytes) for r in self._records),
-            lambda a, b: (a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3]),
-        )
+    def refusals(self, now: int) -> int: ...
 
-    def __len__(self) -> int:
-        return len(self._times)
-
-    def _after(self, start: int, column: int) -> int:
-        index = bisect.bisect_right(self._times, start)
-        return self._totals[-1][column] - self._totals[index][column]
-
-    def attempts_after(self, start: int) -> int:
-        return self._after(start, 0)
-
-    def refused_after(self, start: int) -> int:
-        return self._after(start, 1)
-
-    def served_after(self, start: int) -> int:
-        return self._after(start, 2)
-
-    def bytes_after(self, start: int) -> int:
-        return self._after(start, 3)
-
-    def records_after(self, start: int) -> list[Record]:
-        return self._records[bisect.bisect_right(self._times, start) :]
+    def refused_since(self, target: str, start: int) -> bool:
+        """Whether `target` was refused (and counted) after `start`."""
+        ...
 
 
 def evaluate(
     quota: Quota,
-    history: History,
+    counts: Counts,
     now: int,
     marks: AccountMarks = AccountMarks(),
     units: int = 1,
-    repeat: bool = False,
+    target: str | None = None,
+    automatic: bool = False,
 ) -> Verdict:
-    """Judge one more request made at `now`, given the account's history.
+    """Judge one more request made at `now`, weighing `units`.
 
-    A limit whose window is already full denies the request, with the delay after
-    which it would pass; so does a request weighing more than `max_per_request`. The
-    request that brings the block threshold's count (only what came after the last
-    block) to `max` blocks the account: every request for a threshold counting
-    attempts, refused ones for one counting refusals. A `repeat` (the same target
-    already refused in the threshold's window: a client that retries what it does
-    not understand) is refused again but never counts towards a block. A request
-    made exactly one window ago has just left it.
+    A limit whose window is already full denies it, with the delay after which it
+    would pass; a request weighing more than `max_per_request` is denied as too
+    large. Then the block threshold (see the module's docstring for what counts): the
+    request that brings its count to `max` blocks the account. `counts` must hold
+    only what came after the last reset and, for the threshold, the last block.
     """
     stepped_up = marks.stepped_up(now)
     limits = quota.limits_for(stepped_up)
-    full = [limit for limit in limits if _is_full(limit, history, now)]
-    too_big = quota.max_per_request is not None and units > quota.max_per_request
     denial = None
-    if full:
-        # Several full windows: the longest wait is the one after which it passes.
-        denial = max((_deny(limit, history, now) for limit in full), key=_wait)
+    for limit in limits:
+        for verdict in _full(limit, counts, now):
+            if denial is None or _wait(verdict) > _wait(denial):
+                denial = verdict  # several full: the longest wait is when it passes
+    if denial is not None:
         if quota.step_up is not None and not stepped_up:
             denial = attr.evolve(denial, step_up=True)
-    elif too_big:  # it would never pass as it is: asking less would
-        window = max((limit.window_ms for limit in limits), default=60_000)
-        rule = Limit(window, max=quota.max_per_request)
-        denial = Verdict(Decision.DENY, rule, Measure.ATTEMPTS, units, window)
+    elif quota.max_per_request is not None and units > quota.max_per_request:
+        rule = Limit(0, max=quota.max_per_request)
+        denial = Verdict(Decision.DENY, rule, Measure.ATTEMPTS, units, too_large=True)
     block_at = quota.block_at
-    if block_at is None or (denial is not None and repeat):
+    if block_at is None:
         return denial or ALLOW
-    start = max(now - block_at.window_ms, marks.escalation_reset_ts)
     if block_at.counts is Counting.ATTEMPTS:
-        attempts = 1 + history.attempts_after(start)
+        if automatic:
+            return attr.evolve(denial or ALLOW, towards_block=False)
+        attempts = 1 + counts.attempts(now)
         if attempts >= block_at.max:
             return Verdict(Decision.BLOCK, block_at, Measure.ATTEMPTS, attempts)
-    elif denial is not None:
-        refused = 1 + history.refused_after(start)
-        if refused >= block_at.max:
-            return Verdict(Decision.BLOCK, block_at, Measure.REFUSALS, refused)
-    return denial or ALLOW
+        return denial or ALLOW
+    if denial is None:
+        return ALLOW
+    since = counts.cause_since
+    if now >= counts.cause_until:
+        since = now  # the window had room again: a new cause
+    elif target is None or counts.refused_since(target, since - 1):
+        automatic = True  # asked again: counted already in this cause
+    if automatic:
+        return attr.evolve(denial, towards_block=False)
+    until = max(counts.cause_until, now + (denial.retry_after_ms or 0))
+    refusals = 1 + counts.refusals(now)
+    if refusals >= block_at.max:
+        denial = Verdict(Decision.BLOCK, block_at, Measure.REFUSALS, refusals)
+    return attr.evolve(denial, cause_since=since, cause_until=until)
 
 
-def _is_full(limit: Limit, history: History, now: int) -> bool:
-    start = now - limit.window_ms
-    if limit.max is not None and history.served_after(start) >= limit.max:
-        return True
-    return limit.max_bytes is not None and history.bytes_after(start) >= limit.max_bytes
-
-
-def _deny(limit: Limit, history: History, now: int) -> Verdict:
-    """The denial of a full window, by count or by bytes, whichever waits longer."""
-    start = now - limit.window_ms
-    records = history.records_after(start)
+def _full(limit: Limit, counts: Counts, now: int) -> list[Verdict]:
+    """The denials of a full window, by count or by bytes."""
+    span = limit.window_ms
     denials = []
     if limit.max is not None:
-        served = history.served_after(start)
+        served = counts.served(span, now)
         if served >= limit.max:
-            weights = [(r.ts, r.served) for r in records if r.served]
-            wait = _wait_until_below(weights, limit.window_ms, now, limit.max)
+            wait = counts.wait(span, Measure.ATTEMPTS, limit.max, now)
             denials.append(
                 Verdict(Decision.DENY, limit, Measure.ATTEMPTS, served, wait)
             )
     if limit.max_bytes is not None:
-        total = history.bytes_after(start)
-        if total >= limit.max_bytes:
-            weights = [(r.ts, r.bytes) for r in records if r.bytes]
-            wait = _wait_until_below(weights, limit.window_ms, now, limit.max_bytes)
-            denials.append(Verdict(Decision.DENY, limit, Measure.BYTES, total, wait))
-    return max(denials, key=_wait)
+        sent = counts.sent(span, now)
+        if sent >= limit.max_bytes:
+            wait = counts.wait(span, Measure.BYTES, limit.max_bytes, now)
+            denials.append(Verdict(Decision.DENY, limit, Measure.BYTES, sent, wait))
+    return denials
 
 
 def _wait(verdict: Verdict) -> int:
     return verdict.retry_after_ms or 0
 
 
-def _wait_until_below(
-    weights: list[tuple[int, int]], window_ms: int, now: int, ceiling: int
-) -> int:
-    """How long until enough of the oldest records leave the window to go under
-    `ceiling` (records of one moment leave together)."""
-    remaining = sum(weight for _, weight in weights)
-    for ts, weight in weights:
-        remaining -= weight
-        if remaining < ceiling:
-            return max(1, ts + window_ms - now)
-    # Unreachable when the window was full, as emptying it gets below any ceiling > 0.
-    return window_ms
-
-
 @attr.frozen
 class WindowUsage:
-    """How much of one rule an account has used, for the admin API."""
+    """How much of one rule a key has used, for the admin API."""
 
     rule: Limit | Threshold
     count: int
@@ -378,23 +324,18 @@ class WindowUsage:
 
 
 def usage(
-    quota: Quota, history: History, now: int, marks: AccountMarks = AccountMarks()
+    quota: Quota, counts: Counts, now: int, marks: AccountMarks = AccountMarks()
 ) -> list[WindowUsage]:
-    """The account's standing against the rules that apply now, as `evaluate` counts."""
+    """The key's standing against the rules that apply now, as `evaluate` counts."""
     report = []
     for limit in quota.limits_for(marks.stepped_up(now)):
-        start = now - limit.window_ms
-        total_bytes = history.bytes_after(start) if limit.max_bytes else None
-        report.append(WindowUsage(limit, history.served_after(start), total_bytes))
+        span = limit.window_ms
+        sent = counts.sent(span, now) if limit.max_bytes else None
+        report.append(WindowUsage(limit, counts.served(span, now), sent))
     block_at = quota.block_at
     if block_at is not None:
-        start = max(now - block_at.window_ms, marks.escalation_reset_ts)
         if block_at.counts is Counting.ATTEMPTS:
-            report.append(WindowUsage(block_at, history.attempts_after(start)))
+            report.append(WindowUsage(block_at, counts.attempts(now)))
         else:
-            report.append(WindowUsage(block_at, history.refused_after(start)))
+            report.append(WindowUsage(block_at, counts.refusals(now)))
     return report
-
-
-def _by_ts(record: Record) -> int:
-    return record.ts

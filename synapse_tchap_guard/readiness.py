@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import logging
 
-from synapse.module_api import make_deferred_yieldable
-from twisted.internet import defer
-
-from synapse_tchap_guard import _synapse_internals as internals
 from synapse_tchap_guard.clock import Clock
+from synapse_tchap_guard.deferreds import Waiters
 
 logger = logging.getLogger(__name__)
 
@@ -27,13 +24,11 @@ class Readiness:
         self._what = what  # for the log: "its tables", "the blocks in force"
         self.ready = False
         self._gave_up = False
-        self._waiters: list[defer.Deferred[None]] = []
+        self._waiters = Waiters()
 
     def set_ready(self) -> None:
         self.ready = True
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            internals.wake(waiter)
+        self._waiters.wake_all()
 
     async def wait(self) -> bool:
         """Wait until ready; False if not ready within `WAIT_SECONDS` (or before)."""
@@ -41,11 +36,9 @@ class Readiness:
             return True
         if self._gave_up:
             return False
-        waiter: defer.Deferred[None] = defer.Deferred()
         timeout = self._clock.callLater(WAIT_SECONDS, self._give_up)
-        self._waiters.append(waiter)
         try:
-            await make_deferred_yieldable(waiter)
+            await self._waiters.wait()
         finally:
             if timeout.active():
                 timeout.cancel()
@@ -58,6 +51,4 @@ class Readiness:
                 "tchap_guard has not loaded %s after %ss", self._what, WAIT_SECONDS
             )
             self._gave_up = True
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            internals.wake(waiter)
+        self._waiters.wake_all()

@@ -10,10 +10,10 @@ from datetime import datetime, timezone
 
 from synapse.module_api.errors import Codes, SynapseError
 
-from synapse_tchap_guard.config import format_duration, format_size
 from synapse_tchap_guard.inputs import one_line
 from synapse_tchap_guard.model import Block
 from synapse_tchap_guard.policy import Limit, Measure, Threshold, Verdict
+from synapse_tchap_guard.units import format_duration, format_size
 
 _ASK_ADMIN = "If you need more, contact your homeserver administrator."
 
@@ -33,6 +33,19 @@ def limit_exceeded(label: str, verdict: Verdict) -> SynapseError:
         Codes.LIMIT_EXCEEDED,
         additional_fields={"retry_after_ms": verdict.retry_after_ms},
         headers={"Retry-After": str(math.ceil(verdict.retry_after_ms / 1000))},
+    )
+
+
+def too_large(label: str, verdict: Verdict) -> SynapseError:
+    """400 for a request that asks more at once than may ever be served: waiting
+    would not help, asking less would (so there is no retry time)."""
+    most = verdict.rule_max
+    return SynapseError(
+        400,
+        f"This request asks for {verdict.count} {label} at once; at most {most} may"
+        f" be read in one request. Ask for {most} or fewer (the `limit` of the"
+        " request, or the size of a search's results and context).",
+        Codes.INVALID_PARAM,
     )
 
 

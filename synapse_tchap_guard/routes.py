@@ -12,6 +12,7 @@ on the path's first segment: most requests are settled by that lookup alone.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import NamedTuple
@@ -19,7 +20,14 @@ from urllib.parse import unquote, unquote_plus
 
 import attr
 
-from synapse_tchap_guard._synapse_internals import ClientRoute
+
+@attr.frozen
+class ClientRoute:
+    """A route of Synapse's client API, as one of its servlets registers it."""
+
+    method: str
+    pattern: re.Pattern[str]
+    servlet: str  # the servlet's class name
 
 
 class Reach(enum.Enum):

@@ -26,15 +26,19 @@ from synapse.module_api.errors import Codes, SynapseError
 
 from synapse_tchap_guard import _synapse_internals as internals
 from synapse_tchap_guard import responses
-from synapse_tchap_guard.audit import AuditEvent, RequestInfo, format_timestamp
-from synapse_tchap_guard.config import DirectoryConfig, format_duration
+from synapse_tchap_guard.audit import AuditEvent, format_timestamp
+from synapse_tchap_guard.config import DirectoryConfig
 from synapse_tchap_guard.context import STEP_UP_PATH, GuardContext
+from synapse_tchap_guard.controls import Control
+from synapse_tchap_guard.counting.records import Charge
 from synapse_tchap_guard.email_codes import EmailCodes
-from synapse_tchap_guard.gates.counted import Charge, CountedGate
-from synapse_tchap_guard.live_counts import LiveCounts
+from synapse_tchap_guard.gates.admission import Admission
+from synapse_tchap_guard.inputs import RequestInfo
 from synapse_tchap_guard.notices import OwnerNotices
+from synapse_tchap_guard.policy import StepUp
 from synapse_tchap_guard.step_up_methods import EMAIL_CODE_STAGE, Method, offered
-from synapse_tchap_guard.store import StoreUnavailable
+from synapse_tchap_guard.store.database import StoreUnavailable
+from synapse_tchap_guard.units import format_duration
 
 PATH = STEP_UP_PATH
 DESCRIPTION = "Confirm it is you, to go on looking people up in the directory"
@@ -47,17 +51,17 @@ class StepUpResource(DirectServeJsonResource):
         self,
         context: GuardContext,
         directory: DirectoryConfig,
-        counts: LiveCounts,
-        failures: CountedGate,
+        step_up: StepUp,
+        admission: Admission,
+        failures: Control,
         codes: EmailCodes,
         notices: OwnerNotices | None,
     ) -> None:
         super().__init__()
         self._context = context
         self._methods = directory.methods
-        assert directory.quota.step_up is not None
-        self._step_up = directory.quota.step_up
-        self._counts = counts  # what the step-up lifts
+        self._step_up = step_up  # what it lifts the people budget to, how long
+        self._admission = admission
         self._failures = failures
         self._codes = codes
         self._notices = notices
@@ -218,7 +222,8 @@ class StepUpResource(DirectServeJsonResource):
         except StoreUnavailable:
             raise responses.tables_unavailable() from None
         self._context.emit([event])
-        self._counts.forget(user_id)  # its next lookup sees the step-up
+        # Its next lookup sees the step-up (elsewhere, within seconds).
+        await self._admission.ledger.refresh_marks(user_id)
         if self._notices is not None:
             self._notices.stepped_up(user_id, method, budget, now, until, info)
         return {
@@ -251,9 +256,9 @@ class StepUpResource(DirectServeJsonResource):
                 )
             ]
         )
-        if self._failures.control.active:
+        if self._failures.active:
             request = internals.current_request()  # raises once it blocks:
-            await self._failures.admit(user_id, request, Charge(None))
+            await self._admission.admit(user_id, request, self._failures, Charge(None))
 
 
 def _auth_of(body: JsonDict) -> JsonDict:

@@ -15,8 +15,9 @@ from typing import Any
 from synapse.logging.context import ContextRequest
 
 from synapse_tchap_guard import _synapse_internals as internals
-from synapse_tchap_guard.gates.counted import Charge, CountedGate
-from synapse_tchap_guard.pending_responses import PendingResponses
+from synapse_tchap_guard.controls import Control
+from synapse_tchap_guard.counting.records import Charge
+from synapse_tchap_guard.gates.admission import Admission
 
 # Synapse's defaults for a `POST /search` body (api/filtering.py, handlers/search.py).
 _SEARCH_LIMIT = 10
@@ -24,10 +25,10 @@ _SEARCH_CONTEXT = 5
 
 
 class HistoryGate:
-    def __init__(self, gate: CountedGate, responses: PendingResponses) -> None:
-        self._gate = gate
-        self._responses = responses
-        self.active = gate.control.active
+    def __init__(self, admission: Admission, control: Control) -> None:
+        self._admission = admission
+        self._control = control
+        self.active = control.active
 
     async def read(
         self,
@@ -40,9 +41,7 @@ class HistoryGate:
         if not self.active or messages <= 0:
             return
         charge = Charge(room_id, messages, {"route": route})
-        line = await self._gate.admit(user_id, request, charge)
-        if line is not None and request is not None:
-            self._responses.expect(request.request_id, self._gate, line)
+        await self._admission.admit(user_id, request, self._control, charge)
 
     async def search(self, user_id: str, body: Any) -> None:
         """`POST /search`: as many results as its filter asks, with their context."""

@@ -4,7 +4,7 @@ Synapse has no download hook for modules, so the count and the refusal happen wh
 the per-request check sees the URL, while Synapse authenticates the request: before
 any file is read or any remote server asked, so a refused download costs nothing.
 Once the response is sent, its bytes are added (as many as were really sent), or, if
-Synapse failed to serve it, the download is given back (`pending_responses`).
+Synapse failed to serve it, the download is given back (`counting.awaited`).
 
 Thumbnails no larger than an avatar (`small_thumbnails.max_size`) have a quota of
 their own: Element loads them by the hundred, and a refused one makes it fetch the
@@ -22,8 +22,9 @@ from collections.abc import Mapping
 
 from synapse.logging.context import ContextRequest
 
-from synapse_tchap_guard.gates.counted import Charge, CountedGate
-from synapse_tchap_guard.pending_responses import PendingResponses
+from synapse_tchap_guard.controls import Control
+from synapse_tchap_guard.counting.records import Charge
+from synapse_tchap_guard.gates.admission import Admission
 from synapse_tchap_guard.routes import Reach
 from synapse_tchap_guard.routes import Request as Route
 
@@ -31,32 +32,31 @@ from synapse_tchap_guard.routes import Request as Route
 class MediaGate:
     def __init__(
         self,
-        downloads: CountedGate,
-        small_thumbnails: CountedGate,
+        admission: Admission,
+        downloads: Control,
+        small_thumbnails: Control,
         small_size: int,
-        responses: PendingResponses,
     ) -> None:
+        self._admission = admission
         self._downloads = downloads
         self._small_thumbnails = small_thumbnails
         self._small_size = small_size
-        self._responses = responses
 
     async def fetch(self, user_id: str, request: ContextRequest, route: Route) -> None:
         """Count a download or thumbnail, or refuse it (raises)."""
         params = route.path_params
         target = f"mxc://{params.get('server_name')}/{params.get('media_id')}"
         kind = "download"
-        gate = self._downloads
+        control = self._downloads
         if route.reach is Reach.THUMBNAIL:
             kind = "thumbnail"
             if self._is_small(route.query):
-                gate = self._small_thumbnails
-        if not gate.control.active:
+                control = self._small_thumbnails
+        if not control.active:
             return
         charge = Charge(target, details={"media": kind})
-        line = await gate.admit(user_id, request, charge)
-        if line is not None:  # its response says what it sent, or that it failed
-            self._responses.expect(request.request_id, gate, line, sized=True)
+        # Its response says what it sent, or that it failed.
+        await self._admission.admit(user_id, request, control, charge, sized=True)
 
     def _is_small(self, query: Mapping[str, str]) -> bool:
         """An avatar's size, as the client asks it (Synapse never sends larger)."""

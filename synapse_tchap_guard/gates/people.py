@@ -28,23 +28,23 @@ from synapse_tchap_guard import inputs
 from synapse_tchap_guard.audit import AuditEvent
 from synapse_tchap_guard.config import DirectoryConfig
 from synapse_tchap_guard.context import GuardContext
-from synapse_tchap_guard.gates.counted import Charge, CountedGate
-from synapse_tchap_guard.pending_responses import PendingResponses
+from synapse_tchap_guard.controls import Control
+from synapse_tchap_guard.counting.records import Charge
+from synapse_tchap_guard.gates.admission import Admission
 
 
 class PeopleGate:
     def __init__(
         self,
         context: GuardContext,
-        gate: CountedGate,
+        admission: Admission,
+        control: Control,
         config: DirectoryConfig,
-        responses: PendingResponses,
     ) -> None:
         self._context = context
+        self._admission = admission
+        self._control = control
         self._config = config
-        self._gate = gate
-        self._responses = responses
-        self.counts = gate.counts
         # The search requests that already told the SIEM they left people out.
         self._withheld_reported: set[str] = set()
 
@@ -54,9 +54,8 @@ class PeopleGate:
         """A profile lookup: a person."""
         if subject == user_id:
             return
-        await self._admit(
-            user_id, request, Charge(subject, details={"lookup": "profile"})
-        )
+        charge = Charge(subject, details={"lookup": "profile"})
+        await self._admission.admit(user_id, request, self._control, charge)
 
     async def room_members(
         self, user_id: str, request: ContextRequest | None, room_id: str, via: str
@@ -66,54 +65,41 @@ class PeopleGate:
         if count <= 0:
             return  # a room this server is not in yet: nothing of it is shown here
         charge = Charge(f"members of {room_id}", count, {"lookup": via})
-        await self._admit(user_id, request, charge)
-
-    async def _admit(
-        self, user_id: str, request: ContextRequest | None, charge: Charge
-    ) -> None:
-        """Count, and give back if the response says it was not shown after all (no
-        such person, a room that refused to be read, a join that failed)."""
-        line = await self._gate.admit(user_id, request, charge)
-        if line is not None and request is not None:
-            self._responses.expect(request.request_id, self._gate, line)
+        await self._admission.admit(user_id, request, self._control, charge)
 
     async def search_results(
         self, user_id: str, term: str, results: list[Any]
     ) -> list[Any]:
         """The results of a directory search that the account may see: everyone it
         discovered already, and, from `min_search_length` characters on, at most
-        `new_people_per_search` people more, within its budget, counted one by one.
-        Element searches on every keystroke: its first letters show the people it
-        knows, its typed name the best matches."""
-        gate = self._gate
+        `new_people_per_search` people more, within its budget, counted one by one
+        (in one step, one round trip with Redis). Element searches on every
+        keystroke: its first letters show the people it knows, its typed name the
+        best matches."""
         request = internals.current_request()
-        account = await gate.account(user_id, request)
-        if account is None:
-            return results
         config = self._config
-        newcomers = 0
-        shown = []
+        people = []
         for result in results:
             user = result.get("user_id") if isinstance(result, dict) else None
-            subject = inputs.target(user) if isinstance(user, str) else None
-            if subject == user_id or gate.already_counted(account, subject):
-                shown.append(result)
-            elif (
-                len(term.strip()) < config.min_search_length
-                or newcomers >= config.new_people_per_search
-            ):  # a type-ahead's first letters, or past its best matches
-                if not self._context.config.enforcing:
-                    shown.append(result)  # monitor mode leaves nothing out
-            elif await gate.admit_if_allowed(
-                user_id, account, Charge(subject, details={"lookup": "search"})
-            ):
-                newcomers += 1
-                shown.append(result)
-            else:  # past the budget
-                self._report_withheld(user_id, request)
-                if not self._context.config.enforcing:
-                    shown.append(result)  # monitor mode shows it, uncounted
-        return shown
+            people.append(inputs.target(user) if isinstance(user, str) else None)
+        others = [p for p in people if p is not None and p != user_id]
+        most_new = config.new_people_per_search
+        if len(term.strip()) < config.min_search_length:
+            most_new = 0  # a type-ahead's first letters
+        shown = await self._admission.admit_each(
+            user_id, request, self._control, others, most_new
+        )
+        if shown is None:
+            return results
+        if shown.past_budget:
+            self._report_withheld(user_id, request)
+        if not self._context.config.enforcing:
+            return results  # monitor mode leaves nothing out
+        return [
+            result
+            for result, person in zip(results, people, strict=True)
+            if person == user_id or person in shown.targets
+        ]
 
     def _report_withheld(self, user_id: str, request: ContextRequest | None) -> None:
         """Once per search that left people out: the SIEM sees enumeration go on."""
@@ -133,7 +119,7 @@ class PeopleGate:
             reason="people past the budget are left out of search results",
             request=internals.request_info(request),
             guard={
-                "control": self._gate.control.name,
+                "control": self._control.name,
                 "mode": context.config.mode.value,
                 "decision": decision,
                 "lookup": "search",
@@ -141,4 +127,4 @@ class PeopleGate:
             },
         )
         context.emit([event])
-        self.counts.report([event])
+        self._admission.ledger.journal.report([event])

@@ -10,11 +10,12 @@ reached:
 - a read of a room the account is not in (its history, members, state, events):
   Synapse serves it only when the room is world-readable, that is readable by
   anyone, so it is a public room reached. If the room refuses the read, the
-  response gives the room back (`pending_responses`), as a failed join does.
+  response gives the room back (`counting.awaited`), as a failed join does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Literal
 
 from synapse.logging.context import ContextRequest
@@ -22,9 +23,12 @@ from synapse.module_api import NOT_SPAM
 
 from synapse_tchap_guard import _synapse_internals as internals
 from synapse_tchap_guard.context import GuardContext
-from synapse_tchap_guard.gates.counted import Charge, CountedGate
-from synapse_tchap_guard.gates.people import PeopleGate
-from synapse_tchap_guard.pending_responses import PendingResponses
+from synapse_tchap_guard.controls import Control
+from synapse_tchap_guard.counting.records import Charge
+from synapse_tchap_guard.gates.admission import Admission
+
+# A room's members shown to an account: (user id, request, room id, how).
+ShowsMembers = Callable[[str, ContextRequest | None, str, str], Awaitable[None]]
 
 _CREATE = ("m.room.create", "")
 _JOIN_RULES = ("m.room.join_rules", "")
@@ -36,15 +40,15 @@ class RoomsGate:
     def __init__(
         self,
         context: GuardContext,
-        gate: CountedGate,
-        people: PeopleGate | None,
-        responses: PendingResponses,
+        admission: Admission,
+        control: Control,
+        members: ShowsMembers | None,
     ) -> None:
         self._context = context
-        self._gate = gate
-        self._people = people
-        self._responses = responses
-        self.active = gate.control.active
+        self._admission = admission
+        self._control = control
+        self._members = members  # the people budget (`PeopleGate.room_members`)
+        self.active = control.active
 
     async def user_may_join_room(
         self, user_id: str, room_id: str, is_invited: bool
@@ -70,11 +74,9 @@ class RoomsGate:
         who wrote it, its state who is in it)."""
         if self.active:
             charge = Charge(room_id, details={"via": via})
-            line = await self._gate.admit(user_id, request, charge)
-            if line is not None and request is not None:
-                self._responses.expect(request.request_id, self._gate, line)
-        if self._people is not None:
-            await self._people.room_members(user_id, request, room_id, via)
+            await self._admission.admit(user_id, request, self._control, charge)
+        if self._members is not None:
+            await self._members(user_id, request, room_id, via)
 
     async def _join_reaches_a_public_room(self, user_id: str, room_id: str) -> bool:
         if await self._context.is_exempt(user_id):

@@ -9,9 +9,9 @@ write the database; logging happens after commit.
 from __future__ import annotations
 
 from synapse_tchap_guard.store.accounts import AccountStore
-from synapse_tchap_guard.store.attempts import AttemptStore
 from synapse_tchap_guard.store.audit import AuditStore
 from synapse_tchap_guard.store.blocks import BlockStore
+from synapse_tchap_guard.store.counts import CountStore
 from synapse_tchap_guard.store.database import (
     Database,
     StoreTimedOut,
@@ -29,7 +29,7 @@ class GuardStore:
     def __init__(self, database: Database) -> None:
         self.database = database
         self.accounts = AccountStore(database)
-        self.attempts = AttemptStore(database)
+        self.counts = CountStore(database)
         self.blocks = BlockStore(database)
         self.audit = AuditStore(database)
         self.step_up_codes = StepUpCodeStore(database)
@@ -39,6 +39,6 @@ class GuardStore:
         return await prepare(self.database)
 
     async def prune(
-        self, lines_before: int, history_before: int, codes_before: int
+        self, counts_before: int, history_before: int, codes_before: int
     ) -> int:
-        return await prune(self.database, lines_before, history_before, codes_before)
+        return await prune(self.database, counts_before, history_before, codes_before)

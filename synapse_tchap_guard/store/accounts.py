@@ -1,4 +1,6 @@
-"""Accounts: the row that serialises an account's exact judgements, and its marks."""
+"""Accounts: the marks that change how an account is counted (resets, step-ups,
+blocks), and the row that serialises what is decided in the database about one
+account (a block, a notice's rate limit, a step-up code's)."""
 
 from __future__ import annotations
 
@@ -8,10 +10,14 @@ from synapse.module_api import LoggingTransaction
 
 from synapse_tchap_guard.audit import AuditEvent
 from synapse_tchap_guard.policy import AccountMarks
-from synapse_tchap_guard.store.audit import insert_events_txn
-from synapse_tchap_guard.store.database import Database, one
-
-_MARKS = "counters_reset_ts, escalation_reset_ts, step_up_ts, step_up_until_ts"
+from synapse_tchap_guard.store.database import Database
+from synapse_tchap_guard.store.statements import (
+    MARKS,
+    insert_events_txn,
+    marks_txn,
+    restart_escalation_txn,
+    touch_account_txn,
+)
 
 
 class AccountStore:
@@ -50,41 +56,19 @@ class AccountStore:
 
         await self._db.run("restart_escalation", txn_func)
 
-    async def marks_changed_since(self, since: int) -> set[str]:
-        """Accounts whose marks changed (a reset, a step-up, a block) after `since`."""
+    async def marks_changed_since(self, since: int) -> dict[str, AccountMarks]:
+        """Accounts whose marks changed (a reset, a step-up, a block) after `since`,
+        and their marks now."""
 
-        def txn_func(txn: LoggingTransaction) -> set[str]:
+        def txn_func(txn: LoggingTransaction) -> dict[str, AccountMarks]:
             txn.execute(
-                "SELECT user_id FROM tchap_guard_accounts WHERE marks_changed_ts > ?",
+                f"SELECT user_id, {MARKS} FROM tchap_guard_accounts"
+                " WHERE marks_changed_ts > ?",
                 (since,),
             )
-            return {user_id for (user_id,) in txn.fetchall()}
+            return {
+                user_id: AccountMarks(*map(int, marks))
+                for user_id, *marks in txn.fetchall()
+            }
 
         return await self._db.run("marks_changed", txn_func)
-
-
-def touch_account_txn(txn: LoggingTransaction, user_id: str, now: int) -> AccountMarks:
-    """Write the account's row, so that concurrent judgements of it serialise."""
-    txn.execute(
-        "INSERT INTO tchap_guard_accounts (user_id, last_attempt_ts) VALUES (?, ?)"
-        " ON CONFLICT (user_id) DO UPDATE SET last_attempt_ts = excluded.last_attempt_ts"
-        f" RETURNING {_MARKS}",
-        (user_id, now),
-    )
-    return AccountMarks(*map(int, one(txn)))
-
-
-def restart_escalation_txn(txn: LoggingTransaction, user_id: str, now: int) -> None:
-    txn.execute(
-        "UPDATE tchap_guard_accounts"
-        " SET escalation_reset_ts = ?, marks_changed_ts = ? WHERE user_id = ?",
-        (now, now, user_id),
-    )
-
-
-def marks_txn(txn: LoggingTransaction, user_id: str) -> AccountMarks:
-    txn.execute(
-        f"SELECT {_MARKS} FROM tchap_guard_accounts WHERE user_id = ?", (user_id,)
-    )
-    row = txn.fetchone()
-    return AccountMarks(*map(int, row)) if row else AccountMarks()

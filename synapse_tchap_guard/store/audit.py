@@ -10,6 +10,7 @@ from synapse.module_api import LoggingTransaction
 
 from synapse_tchap_guard.audit import AuditEvent
 from synapse_tchap_guard.store.database import Database
+from synapse_tchap_guard.store.statements import insert_events_txn
 
 
 class AuditStore:
@@ -29,20 +30,3 @@ class AuditStore:
             return [json.loads(document) for (document,) in txn.fetchall()]
 
         return await self._db.run("recent_events", txn_func)
-
-
-def insert_events_txn(
-    txn: LoggingTransaction, node: str, events: Sequence[AuditEvent]
-) -> None:
-    txn.execute_batch(
-        "INSERT INTO tchap_guard_events (ts, user_id, action, document) VALUES (?, ?, ?, ?)",
-        [
-            (
-                event.ts,
-                event.user_id,
-                event.action,
-                json.dumps(event.to_ecs(node), default=str),
-            )
-            for event in events
-        ],
-    )

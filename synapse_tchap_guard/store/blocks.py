@@ -9,12 +9,13 @@ from synapse.module_api import LoggingTransaction
 
 from synapse_tchap_guard.audit import AuditEvent
 from synapse_tchap_guard.model import AlreadyBlocked, Block, NewBlock
-from synapse_tchap_guard.store.accounts import (
+from synapse_tchap_guard.store.database import Database
+from synapse_tchap_guard.store.statements import (
+    insert_events_txn,
+    one,
     restart_escalation_txn,
     touch_account_txn,
 )
-from synapse_tchap_guard.store.audit import insert_events_txn
-from synapse_tchap_guard.store.database import Database, one
 
 COLUMNS = (
     "id, user_id, control, reason, blocked_by, since_ts, until_ts,"

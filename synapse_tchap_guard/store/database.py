@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Concatenate, ParamSpec, TypeVar
 
 from synapse.module_api import LoggingTransaction, ModuleApi
 
 from synapse_tchap_guard import _synapse_internals as internals
 from synapse_tchap_guard.inputs import one_line
-from synapse_tchap_guard.metrics import HookTimes
 from synapse_tchap_guard.readiness import Readiness
 from synapse_tchap_guard.store.lanes import Abandoned, Lanes, Ticket, TimedOut
+from synapse_tchap_guard.timing import HookTimes
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -113,10 +113,3 @@ def error_text(error: Exception) -> str:
     """An error as one line of a log or an event, escaped once."""
     text = str(error) if isinstance(error, StoreUnavailable) else one_line(error)
     return f"{type(error).__name__}: {text}"
-
-
-def one(txn: LoggingTransaction) -> tuple[Any, ...]:
-    """The row a statement is certain to return (an aggregate, a RETURNING clause)."""
-    row = txn.fetchone()
-    assert row is not None
-    return tuple(row)

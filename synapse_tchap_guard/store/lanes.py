@@ -24,7 +24,6 @@ does not start its transaction if it has not yet.
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -32,8 +31,8 @@ import attr
 from synapse.module_api import make_deferred_yieldable
 from twisted.internet import defer
 
-from synapse_tchap_guard import _synapse_internals as internals
 from synapse_tchap_guard.clock import Clock
+from synapse_tchap_guard.deferreds import Waiters, in_request, wake, wake_with
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +74,7 @@ class Lane:
         self._clock = clock
         self._spawn = spawn
         self._free = limits.slots
-        self._waiting: deque[defer.Deferred[None]] = deque()
+        self._waiting = Waiters()
 
     async def run(self, work: Callable[[Ticket], Awaitable[T]]) -> T:
         """`work(ticket)` in a slot; raises `TimedOut` past the deadline, if any."""
@@ -113,14 +112,10 @@ class Lane:
         if self._free > 0:
             self._free -= 1
             return
-        turn: defer.Deferred[None] = defer.Deferred()
-        self._waiting.append(turn)
-        await make_deferred_yieldable(turn)  # the slot is handed over taken
+        await self._waiting.wait()  # the slot is handed over taken
 
     def _release(self) -> None:
-        if self._waiting:
-            internals.wake(self._waiting.popleft())
-        else:
+        if not self._waiting.wake_one():
             self._free += 1
 
 
@@ -147,7 +142,7 @@ class Lanes:
 
     def current(self) -> Lane:
         """The lane of the work running now: a request's, or the background's."""
-        if internals.current_request() is not None:
+        if in_request():
             return self.requests
         return self.background
 
@@ -172,13 +167,13 @@ async def stop_waiting_after(
                     "tchap_guard: work given up on at its deadline ended later with %s",
                     type(error).__name__,
                 )
-            internals.wake_with(outcome, error)
+            wake_with(outcome, error)
         else:
-            internals.wake(outcome, result)
+            wake(outcome, result)
 
     spawn(detached)
     timer = clock.callLater(
-        ms / 1000, internals.wake_with, outcome, TimedOut(f"no answer within {ms} ms")
+        ms / 1000, wake_with, outcome, TimedOut(f"no answer within {ms} ms")
     )
     try:
         return await make_deferred_yieldable(outcome)

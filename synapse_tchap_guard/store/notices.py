@@ -15,8 +15,8 @@ import attr
 from synapse.module_api import LoggingTransaction
 
 from synapse_tchap_guard.policy import Threshold
-from synapse_tchap_guard.store.accounts import touch_account_txn
-from synapse_tchap_guard.store.database import Database, one
+from synapse_tchap_guard.store.database import Database
+from synapse_tchap_guard.store.statements import one, touch_account_txn
 
 PENDING = "pending"
 SENT = "sent"

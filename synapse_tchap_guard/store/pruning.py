@@ -9,7 +9,8 @@ from synapse_tchap_guard.store.database import Database
 BATCH = 5000
 
 # (table, key, condition); every `?` of a condition takes the same cut-off.
-_LINES = ("tchap_guard_attempts", "id", "ts < ?")
+_COUNTS = ("tchap_guard_counts", "id", "bucket_ts < ?")
+_TARGETS = ("tchap_guard_targets", "id", "ts < ?")
 _EVENTS = ("tchap_guard_events", "id", "ts < ?")
 _ENDED_BLOCKS = ("tchap_guard_blocks", "id", "ended_ts IS NOT NULL AND ended_ts < ?")
 _NOTICES = ("tchap_guard_notices", "id", "ts < ?")
@@ -23,19 +24,20 @@ _IDLE_ACCOUNTS = (
 
 
 async def prune(
-    database: Database, lines_before: int, history_before: int, codes_before: int
+    database: Database, counts_before: int, history_before: int, codes_before: int
 ) -> int:
-    """Delete lines older than `lines_before` (and the accounts left without any),
+    """Delete counts older than `counts_before` (and the accounts left without any),
     audit events, ended blocks and notices older than `history_before`, step-up codes
     sent before `codes_before`. Returns how many rows."""
     removed = 0
     for (table, key, condition), before in (
-        (_LINES, lines_before),
+        (_COUNTS, counts_before),
+        (_TARGETS, counts_before),
         (_EVENTS, history_before),
         (_ENDED_BLOCKS, history_before),
         (_NOTICES, history_before),
         (_CODES, codes_before),
-        (_IDLE_ACCOUNTS, lines_before),
+        (_IDLE_ACCOUNTS, counts_before),
     ):
         arguments = (before,) * condition.count("?")
         while True:

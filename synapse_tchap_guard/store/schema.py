@@ -1,13 +1,15 @@
 """The guard's tables, created and upgraded in Synapse's database.
 
 Tables (all prefixed `tchap_guard_`):
-- `accounts`: the row every exact judgement of an account writes first, which
-  serialises them across processes (`last_attempt_ts`: when it last did), and the
-  marks that change how the account is judged (resets, step-ups). Counts written
-  behind do not touch it: an account whose marks are all older than every window is
-  judged as one without a row, so the row is pruned then.
-- `attempts`: the log of what each account did, one line per request and its
-  decision, and lines that amend a request later (its bytes, its failure).
+- `accounts`: the marks that change how an account is counted (resets, step-ups,
+  blocks), and the row that decisions taken in the database about one account (a
+  block, a notice's or a code's rate limit) write first, which serialises them
+  across processes (`last_attempt_ts`: when one last did). An account whose marks
+  are all older than every window is counted as one without a row, so the row is
+  pruned then.
+- `counts`: what each account (and session) counted, a row per window bucket and
+  Synapse process, summed as it is written (`counting.journal`).
+- `targets`: the rooms and people each was served (once per window).
 - `blocks`: blocks in force and their history.
 - `events`: the audit trail, as the ECS documents sent to the SIEM.
 - `step_up_codes`: the one-time codes mailed for step-ups (hashed), their tries.
@@ -21,7 +23,8 @@ from __future__ import annotations
 from synapse.module_api import LoggingTransaction
 
 from synapse_tchap_guard import _synapse_internals as internals
-from synapse_tchap_guard.store.database import Database, one
+from synapse_tchap_guard.store.database import Database
+from synapse_tchap_guard.store.statements import one
 
 # Serialises schema changes when several processes start at once (PostgreSQL; a
 # SQLite database has one Synapse process).
@@ -130,6 +133,54 @@ MIGRATIONS: list[list[str]] = [
             ON tchap_guard_blocks (since_ts)""",
         """CREATE INDEX IF NOT EXISTS tchap_guard_blocks_by_end
             ON tchap_guard_blocks (ended_ts)""",
+    ],
+    # 5: counts as aggregates (a row per window bucket) instead of a line per
+    # request. The lines of the last day carry over: as buckets of a minute in
+    # hour-long windows (every window reads them, at that precision, until they
+    # leave it), and the rooms and people served as targets.
+    [
+        """CREATE TABLE IF NOT EXISTS tchap_guard_counts (
+            id {serial},
+            user_id TEXT NOT NULL,
+            session TEXT NOT NULL,
+            control TEXT NOT NULL,
+            span_ms BIGINT NOT NULL,
+            bucket_ts BIGINT NOT NULL,
+            node TEXT NOT NULL,
+            served BIGINT NOT NULL DEFAULT 0,
+            bytes BIGINT NOT NULL DEFAULT 0,
+            attempts BIGINT NOT NULL DEFAULT 0,
+            refusals BIGINT NOT NULL DEFAULT 0
+        )""",
+        """CREATE UNIQUE INDEX IF NOT EXISTS tchap_guard_counts_key
+            ON tchap_guard_counts (user_id, session, control, span_ms, bucket_ts, node)""",
+        """CREATE INDEX IF NOT EXISTS tchap_guard_counts_by_bucket
+            ON tchap_guard_counts (bucket_ts)""",
+        """CREATE TABLE IF NOT EXISTS tchap_guard_targets (
+            id {serial},
+            user_id TEXT NOT NULL,
+            session TEXT NOT NULL,
+            control TEXT NOT NULL,
+            target TEXT NOT NULL,
+            ts BIGINT NOT NULL
+        )""",
+        """CREATE UNIQUE INDEX IF NOT EXISTS tchap_guard_targets_key
+            ON tchap_guard_targets (user_id, session, control, target)""",
+        """CREATE INDEX IF NOT EXISTS tchap_guard_targets_by_ts
+            ON tchap_guard_targets (ts)""",
+        """INSERT INTO tchap_guard_counts (user_id, session, control, span_ms,
+            bucket_ts, node, served, bytes, attempts, refusals)
+            SELECT user_id, '', control, 3600000, (ts / 60000) * 60000, 'upgrade',
+                SUM(served), SUM(bytes), SUM(attempts),
+                SUM(CASE WHEN decision <> 'allow' AND attempts > 0 THEN 1 ELSE 0 END)
+            FROM tchap_guard_attempts
+            GROUP BY user_id, control, (ts / 60000) * 60000""",
+        """INSERT INTO tchap_guard_targets (user_id, session, control, target, ts)
+            SELECT user_id, '', control, target, MAX(ts)
+            FROM tchap_guard_attempts
+            WHERE target IS NOT NULL AND control IN ('public_room_joins', 'directory')
+            GROUP BY user_id, control, target HAVING SUM(served) > 0""",
+        "DROP TABLE tchap_guard_attempts",
     ],
 ]
 

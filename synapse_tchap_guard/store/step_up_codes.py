@@ -14,8 +14,8 @@ import attr
 from synapse.module_api import LoggingTransaction
 
 from synapse_tchap_guard.policy import Threshold
-from synapse_tchap_guard.store.accounts import touch_account_txn
 from synapse_tchap_guard.store.database import Database
+from synapse_tchap_guard.store.statements import touch_account_txn
 
 _COLUMNS = "id, code_hash, sent_ts, expires_ts, tries, used_ts"
 

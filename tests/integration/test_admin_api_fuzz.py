@@ -322,7 +322,7 @@ def test_while_the_tables_are_cut_the_only_5xx_is_a_503_with_retry_after(
     server: Homeserver, admin: Account
 ) -> None:
     users = users_to_act_on(server, admin)
-    tables = ("tchap_guard_blocks", "tchap_guard_attempts", "tchap_guard_accounts")
+    tables = ("tchap_guard_blocks", "tchap_guard_counts", "tchap_guard_accounts")
     for table in tables:
         server.sql(f"ALTER TABLE {table} RENAME TO {table}_away")
     failures = []

@@ -16,11 +16,11 @@ from collections.abc import Iterator
 import pytest
 
 from harness.homeserver import Account, Homeserver, wait_until, window_count
-from synapse_tchap_guard import live_counts
+from synapse_tchap_guard.counting import journal
 from tests.integration.conftest import running_homeserver
 
 # The write interval, and the time a write may take on a busy 2-core machine.
-LOSS_BOUND_S = live_counts.FLUSH_MS / 1000 + 0.25
+LOSS_BOUND_S = journal.FLUSH_MS / 1000 + 0.25
 LIMIT = 10
 GUARD = {
     "media_downloads": {

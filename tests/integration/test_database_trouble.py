@@ -22,7 +22,7 @@ GUARD = {
     },
     "blocking": {"duration": "0", "end_sessions": False},
 }
-TABLES = ("tchap_guard_attempts", "tchap_guard_blocks")
+TABLES = ("tchap_guard_counts", "tchap_guard_targets", "tchap_guard_blocks")
 
 
 @pytest.fixture(scope="module", params=["allow", "deny"])

@@ -100,7 +100,7 @@ def assert_step_up_required(server: Homeserver, response: requests.Response) -> 
         f"http://localhost:{server.port}{STEP_UP}"
     )
     assert body["org.matrix.msc4363.max_age"] == VALID_FOR_S
-    assert 0 < body["fr.gouv.tchap.guard.budget_resets_in_ms"] <= 3_600_000
+    assert 0 < body["fr.gouv.tchap.guard.budget_resets_in_ms"] <= 3_660_000
     assert "confirm it is you" in body["error"]
     assert "results" not in body
 

@@ -39,7 +39,8 @@ GUARD = {
 }
 TABLES = (
     "tchap_guard_accounts",
-    "tchap_guard_attempts",
+    "tchap_guard_counts",
+    "tchap_guard_targets",
     "tchap_guard_blocks",
     "tchap_guard_events",
 )

@@ -111,7 +111,7 @@ def test_the_guards_own_time_is_timed_by_hook(server: Homeserver) -> None:
         "request",
         "join",
         "response",
-        "db:load_history",
+        "db:load_counts",
         "db:blocks_in_force",
     ):
         assert after[series("hook_seconds_count", hook=hook)] > 0, hook

@@ -35,8 +35,14 @@ def test_rows_past_every_window_and_the_retention_are_pruned(
     now = int(time.time() * 1000)
     past_windows, past_retention = now - 2 * DAY_MS, now - 8 * DAY_MS
     server.sql(
-        "INSERT INTO tchap_guard_attempts (user_id, control, ts, decision) VALUES (?, ?, ?, ?)",
-        (stale.user_id, "public_room_joins", past_windows, "allow"),
+        "INSERT INTO tchap_guard_counts (user_id, session, control, span_ms,"
+        " bucket_ts, node, served) VALUES (?, '', ?, ?, ?, 'main', 1)",
+        (stale.user_id, "public_room_joins", DAY_MS, past_windows),
+    )
+    server.sql(
+        "INSERT INTO tchap_guard_targets (user_id, session, control, target, ts)"
+        " VALUES (?, '', ?, ?, ?)",
+        (stale.user_id, "public_room_joins", "!old:localhost", past_windows),
     )
     server.sql(
         "INSERT INTO tchap_guard_accounts (user_id, last_attempt_ts) VALUES (?, ?)",
@@ -68,7 +74,12 @@ def test_rows_past_every_window_and_the_retention_are_pruned(
 
     server.restart()  # pruning runs at start-up, then every ten minutes
 
-    tables = ("tchap_guard_attempts", "tchap_guard_accounts", "tchap_guard_blocks")
+    tables = (
+        "tchap_guard_counts",
+        "tchap_guard_targets",
+        "tchap_guard_accounts",
+        "tchap_guard_blocks",
+    )
     wait_until(
         lambda: all(count(server, table, stale.user_id) == 0 for table in tables)
     )

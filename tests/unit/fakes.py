@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 from twisted.internet import defer, task
 
 from synapse_tchap_guard import _synapse_internals as internals
-from synapse_tchap_guard.metrics import HookTimes
 from synapse_tchap_guard.readiness import Readiness
 from synapse_tchap_guard.store import GuardStore
 from synapse_tchap_guard.store.database import (
@@ -25,6 +24,7 @@ from synapse_tchap_guard.store.database import (
     StoreUnavailable,
 )
 from synapse_tchap_guard.store.lanes import Lanes
+from synapse_tchap_guard.timing import HookTimes
 
 T = TypeVar("T")
 

@@ -12,9 +12,9 @@ from synapse_tchap_guard.audit import (
     AuditEvent,
     AuditLog,
     EcsJsonFormatter,
-    RequestInfo,
     format_timestamp,
 )
+from synapse_tchap_guard.inputs import RequestInfo
 
 HOSTILE = 'Bob\n{"event":{"action":"admin_unblock"}}\r\u2028\u2029"\\\x00é'
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from synapse_tchap_guard.blocks import BlockRegistry
+from synapse_tchap_guard.block_registry import BlockRegistry
 from synapse_tchap_guard.model import Block
 
 

@@ -11,7 +11,8 @@ from synapse.module_api import ModuleApi
 from twisted.internet import defer, task
 
 from synapse_tchap_guard.audit import AuditLog
-from synapse_tchap_guard.blocks import Blocking, BlockRegistry
+from synapse_tchap_guard.block_registry import BlockRegistry
+from synapse_tchap_guard.blocks import Blocking
 from synapse_tchap_guard.config import GuardConfig
 from synapse_tchap_guard.context import GuardContext
 from synapse_tchap_guard.model import NewBlock

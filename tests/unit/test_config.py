@@ -10,27 +10,28 @@ import yaml
 from synapse.module_api.errors import ConfigError
 
 from synapse_tchap_guard.config import (
-    DAY_MS,
-    DEFAULT_DIRECTORY,
-    DEFAULT_MEDIA_DOWNLOADS,
-    DEFAULT_MESSAGE_HISTORY,
-    DEFAULT_PUBLIC_ROOM_JOINS,
-    GIB,
-    HOUR_MS,
     BlockingConfig,
+    DirectoryConfig,
     EmailCodeConfig,
     GuardConfig,
     Mode,
     OnError,
     OwnerNoticesConfig,
     describe,
-    format_duration,
     parse_config,
     parse_duration,
     parse_size,
 )
+from synapse_tchap_guard.controls import (
+    DIRECTORY,
+    FAILED_STEP_UPS,
+    MEDIA_DOWNLOADS,
+    MESSAGE_HISTORY,
+    PUBLIC_ROOM_JOINS,
+)
 from synapse_tchap_guard.policy import Limit, Quota, Threshold
 from synapse_tchap_guard.step_up_methods import Method
+from synapse_tchap_guard.units import DAY_MS, GIB, HOUR_MS, format_duration
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "example_homeserver.yaml"
 
@@ -46,7 +47,7 @@ def test_an_empty_config_gives_safe_defaults() -> None:
     config = GuardConfig()
     assert config.mode is Mode.ENFORCE
     assert config.on_error is OnError.ALLOW
-    assert config.public_room_joins == DEFAULT_PUBLIC_ROOM_JOINS
+    assert config.quota("public_room_joins") == PUBLIC_ROOM_JOINS.default
     assert config.blocking == BlockingConfig(duration_ms=DAY_MS, end_sessions=True)
 
 
@@ -55,7 +56,7 @@ def test_the_example_homeserver_config_parses_to_what_it_says() -> None:
     (module,) = homeserver["modules"]
     assert module["module"] == "synapse_tchap_guard.TchapGuard"
     config = parse_config(module["config"])
-    assert config.public_room_joins == Quota(
+    assert config.quota("public_room_joins") == Quota(
         limits=(Limit(HOUR_MS, max=10), Limit(DAY_MS, max=30)),
         block_at=Threshold(DAY_MS, 60),
     )
@@ -112,9 +113,11 @@ def test_the_example_homeserver_config_parses_to_what_it_says() -> None:
         },
         "retention": "90d",
     }
-    assert config.media_downloads == DEFAULT_MEDIA_DOWNLOADS
-    assert config.message_history == DEFAULT_MESSAGE_HISTORY
-    assert config.directory == DEFAULT_DIRECTORY
+    assert config.quota("media_downloads") == MEDIA_DOWNLOADS.default
+    assert config.quota("message_history") == MESSAGE_HISTORY.default
+    assert config.directory == DirectoryConfig()
+    assert config.quota("directory") == DIRECTORY.default
+    assert config.quota("failed_step_ups") == FAILED_STEP_UPS.default
     assert config.owner_notices == OwnerNoticesConfig()
 
 
@@ -122,11 +125,13 @@ def test_keys_not_given_keep_their_defaults_and_null_disables() -> None:
     config = parse_config(
         {"public_room_joins": {"block_at": None}, "blocking": {"duration": 0}}
     )
-    assert config.public_room_joins.limits == DEFAULT_PUBLIC_ROOM_JOINS.limits
-    assert config.public_room_joins.block_at is None
+    assert config.quota("public_room_joins").limits == PUBLIC_ROOM_JOINS.default.limits
+    assert config.quota("public_room_joins").block_at is None
     assert config.blocking == BlockingConfig(duration_ms=0, end_sessions=True)
     assert (
-        parse_config({"public_room_joins": {"limits": []}}).public_room_joins.limits
+        parse_config({"public_room_joins": {"limits": []}})
+        .quota("public_room_joins")
+        .limits
         == ()
     )
 
@@ -518,7 +523,7 @@ def test_media_limits_may_count_files_bytes_or_both() -> None:
             }
         }
     )
-    assert config.media_downloads == Quota(
+    assert config.quota("media_downloads") == Quota(
         limits=(
             Limit(60_000, max=60),
             Limit(HOUR_MS, max=600, max_bytes=2 * 1024**3),
@@ -580,20 +585,23 @@ def test_null_turns_off_what_it_names_and_only_that() -> None:
             "exempt_users": None,
         }
     )
-    assert config.public_room_joins == Quota()
-    assert not config.public_room_joins.active
-    assert config.media_downloads == Quota(limits=(Limit(HOUR_MS, max_bytes=GIB),))
+    assert config.quota("public_room_joins") == Quota()
+    assert not config.quota("public_room_joins").active
+    assert config.quota("media_downloads") == Quota(
+        limits=(Limit(HOUR_MS, max_bytes=GIB),)
+    )
     assert config.exempt_users == frozenset()
-    assert config.directory == DEFAULT_DIRECTORY  # not named: its default
+    assert config.directory == DirectoryConfig()  # not named: its default
+    assert config.quota("directory") == DIRECTORY.default
     assert parse_config({"directory": None}).directory is None
-    assert parse_config({"media_downloads": None}).media_downloads == Quota()
+    assert parse_config({"media_downloads": None}).quota("media_downloads") == Quota()
     off = parse_config(
         {"directory": {"block_at": None, "failed_step_ups_block_at": None}}
     )
     assert off.directory is not None
-    assert off.directory.quota.block_at is None
-    assert off.directory.failed_step_ups.block_at is None
-    assert off.directory.quota.limits == DEFAULT_DIRECTORY.quota.limits
+    assert off.quota("directory").block_at is None
+    assert off.quota("failed_step_ups").block_at is None
+    assert off.quota("directory").limits == DIRECTORY.default.limits
 
 
 def test_thresholds_above_what_the_limits_serve_are_accepted() -> None:
@@ -611,7 +619,7 @@ def test_thresholds_above_what_the_limits_serve_are_accepted() -> None:
             "directory": {"after_step_up": {"window": "1w", "max_profiles": 3000}},
         }
     )
-    assert config.public_room_joins.block_at == Threshold(DAY_MS, 241)
+    assert config.quota("public_room_joins").block_at == Threshold(DAY_MS, 241)
 
 
 def test_the_readme_shows_the_defaults_as_they_are() -> None:

@@ -9,7 +9,7 @@ import pytest
 from synapse.logging.context import ContextRequest
 
 from synapse_tchap_guard._synapse_internals import client_routes
-from synapse_tchap_guard.gates.counted import Charge
+from synapse_tchap_guard.counting.records import Charge
 from synapse_tchap_guard.inputs import MAX_TARGET, one_line, target, unstorable
 from synapse_tchap_guard.routes import Routes
 from synapse_tchap_guard.store.database import StoreUnavailable, error_text

@@ -6,7 +6,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from synapse_tchap_guard.audit import AuditEvent
-from synapse_tchap_guard.metrics import GuardMetrics, HookTimes
+from synapse_tchap_guard.metrics import GuardMetrics
+from synapse_tchap_guard.timing import HookTimes
 from tests.unit.fakes import run
 
 SERVER = "metrics.unit.test"

@@ -1,17 +1,17 @@
-"""The decision logic alone: windows, limits, bytes, escalation, modes."""
+"""The rules, on exact counts: limits, sizes, thresholds, causes, modes."""
 
 from __future__ import annotations
+
+import attr
 
 from synapse_tchap_guard import policy
 from synapse_tchap_guard.policy import (
     AccountMarks,
     Counting,
     Decision,
-    History,
     Limit,
     Measure,
     Quota,
-    Record,
     StepUp,
     Threshold,
     Verdict,
@@ -19,125 +19,145 @@ from synapse_tchap_guard.policy import (
 
 MIN = 60_000
 HOUR = 60 * MIN
-NOW = 10 * HOUR
+NOW = 1_800_000_000_000
 
 
-def served(*ages_ms: int, size: int = 0) -> list[Record]:
-    return [Record(ts=NOW - age, served=1, bytes=size) for age in ages_ms]
+@attr.define
+class Exact:
+    """Counts kept as a list of what happened, summed exactly (`policy.Counts`)."""
+
+    served_at: list[tuple[int, int, int]] = attr.Factory(list)  # (ts, units, bytes)
+    tallied: list[tuple[int, int, int]] = attr.Factory(list)  # (ts, attempts, refusals)
+    refused: dict[str, int] = attr.Factory(dict)
+    cause_since: int = 0
+    cause_until: int = 0
+    threshold_ms: int = HOUR
+
+    def serve(self, *ago: int, units: int = 1, size: int = 0) -> Exact:
+        self.served_at += [(NOW - a, units, size) for a in ago]
+        return self
+
+    def served(self, span: int, now: int) -> int:
+        return sum(u for ts, u, _ in self.served_at if ts > now - span)
+
+    def sent(self, span: int, now: int) -> int:
+        return sum(b for ts, _, b in self.served_at if ts > now - span)
+
+    def wait(self, span: int, measure: Measure, ceiling: int, now: int) -> int:
+        index = 2 if measure is Measure.BYTES else 1
+        inside = sorted(r for r in self.served_at if r[0] > now - span)
+        remaining = sum(r[index] for r in inside)
+        for record in inside:
+            remaining -= record[index]
+            if remaining < ceiling:
+                return record[0] + span - now
+        return span
+
+    def attempts(self, now: int) -> int:
+        return sum(a for ts, a, _ in self.tallied if ts > now - self.threshold_ms)
+
+    def refusals(self, now: int) -> int:
+        return sum(r for ts, _, r in self.tallied if ts > now - self.threshold_ms)
+
+    def refused_since(self, target: str, start: int) -> bool:
+        return self.refused.get(target, start) > start
 
 
-def refused(*ages_ms: int) -> list[Record]:
-    return [Record(ts=NOW - age, served=0, refused=1) for age in ages_ms]
-
-
-def attempt(ts: int, was_served: bool, size: int = 0) -> Record:
-    return Record(
-        ts, 1, int(was_served), size if was_served else 0, int(not was_served)
-    )
-
-
-def test_under_every_limit_the_attempt_is_allowed() -> None:
-    quota = Quota(limits=(Limit(HOUR, max=3),))
-    assert (
-        policy.evaluate(quota, History.of(served(1000, 2000)), NOW).decision
-        is Decision.ALLOW
-    )
-
-
-def test_a_full_window_denies_until_its_oldest_attempt_leaves() -> None:
-    quota = Quota(limits=(Limit(HOUR, max=3),))
-    verdict = policy.evaluate(
-        quota, History.of(served(10 * MIN, 20 * MIN, 30 * MIN)), NOW
-    )
+def test_a_limit_denies_once_its_window_is_full_and_says_when_it_passes() -> None:
+    quota = Quota(limits=(Limit(HOUR, max=2),))
+    assert policy.evaluate(quota, Exact().serve(30 * MIN), NOW) == policy.ALLOW
+    verdict = policy.evaluate(quota, Exact().serve(40 * MIN, 10 * MIN), NOW)
     assert verdict.decision is Decision.DENY
-    assert verdict.rule == Limit(HOUR, max=3)
-    assert verdict.count == 3
-    assert verdict.rule_max == 3
-    assert verdict.retry_after_ms == 30 * MIN  # the 30-minute-old attempt leaves first
-
-
-def test_an_attempt_exactly_one_window_old_has_left_it() -> None:
-    quota = Quota(limits=(Limit(HOUR, max=1),))
-    assert (
-        policy.evaluate(quota, History.of(served(HOUR)), NOW).decision is Decision.ALLOW
-    )
-    assert (
-        policy.evaluate(quota, History.of(served(HOUR - 1)), NOW).decision
-        is Decision.DENY
-    )
-
-
-def test_refused_attempts_do_not_fill_the_limits() -> None:
-    quota = Quota(limits=(Limit(HOUR, max=2),))
-    history = served(5 * MIN) + refused(1 * MIN, 2 * MIN, 3 * MIN)
-    assert policy.evaluate(quota, History.of(history), NOW).decision is Decision.ALLOW
-
-
-def test_over_the_limit_in_monitor_mode_the_wait_counts_every_extra_attempt() -> None:
-    # Monitor mode records would-be denials as refused, so a window never holds more
-    # served attempts than its max; if it did, the wait covers all the extra ones.
-    quota = Quota(limits=(Limit(HOUR, max=2),))
-    history = History.of(served(40 * MIN, 30 * MIN, 20 * MIN, 10 * MIN))
-    verdict = policy.evaluate(quota, history, NOW)
-    assert verdict.retry_after_ms == 40 * MIN  # until only one remains
+    assert (verdict.rule, verdict.count, verdict.rule_max) == (Limit(HOUR, max=2), 2, 2)
+    assert verdict.retry_after_ms == 20 * MIN  # when the oldest leaves
 
 
 def test_when_several_windows_are_full_the_longest_wait_is_given() -> None:
     quota = Quota(limits=(Limit(MIN, max=2), Limit(HOUR, max=4)))
-    history = served(10_000, 20_000, 40 * MIN, 50 * MIN)
-    verdict = policy.evaluate(quota, History.of(history), NOW)
+    counts = Exact().serve(10_000, 20_000, 40 * MIN, 50 * MIN)
+    verdict = policy.evaluate(quota, counts, NOW)
     assert verdict.rule == Limit(HOUR, max=4)
     assert verdict.retry_after_ms == 10 * MIN
 
 
-def test_bytes_deny_once_the_window_has_served_its_max() -> None:
+def test_bytes_deny_once_the_window_has_sent_its_max() -> None:
     quota = Quota(limits=(Limit(HOUR, max_bytes=1000),))
-    assert (
-        policy.evaluate(quota, History.of(served(5 * MIN, size=999)), NOW).decision
-        is Decision.ALLOW
+    assert policy.evaluate(quota, Exact().serve(MIN, size=999), NOW) == policy.ALLOW
+    verdict = policy.evaluate(quota, Exact().serve(30 * MIN, 5 * MIN, size=500), NOW)
+    assert (verdict.decision, verdict.measure) == (Decision.DENY, Measure.BYTES)
+    assert (verdict.count, verdict.rule_max) == (1000, 1000)
+    assert verdict.retry_after_ms == 30 * MIN
+
+
+def test_a_request_larger_than_may_ever_pass_is_too_large_without_a_wait() -> None:
+    quota = Quota(limits=(Limit(HOUR, max=5000),), max_per_request=1000)
+    verdict = policy.evaluate(quota, Exact(), NOW, units=1001)
+    assert verdict.decision is Decision.DENY and verdict.too_large
+    assert verdict.retry_after_ms is None
+    assert (verdict.count, verdict.rule_max) == (1001, 1000)
+    assert policy.evaluate(quota, Exact(), NOW, units=1000) == policy.ALLOW
+
+
+def test_a_step_up_lifts_the_limits_and_a_denial_says_it_would() -> None:
+    quota = Quota(
+        limits=(Limit(HOUR, max=1),), step_up=StepUp(HOUR, (Limit(HOUR, max=3),))
     )
-    verdict = policy.evaluate(
-        quota, History.of(served(30 * MIN, 5 * MIN, size=500)), NOW
-    )
-    assert verdict.decision is Decision.DENY
-    assert verdict.measure is Measure.BYTES
-    assert verdict.count == 1000
-    assert verdict.rule_max == 1000
-    assert verdict.retry_after_ms == 30 * MIN  # dropping the oldest 500 bytes suffices
+    counts = Exact().serve(MIN)
+    denied = policy.evaluate(quota, counts, NOW)
+    assert denied.decision is Decision.DENY and denied.step_up
+    stepped_up = AccountMarks(step_up_until_ts=NOW + 1)
+    assert policy.evaluate(quota, counts, NOW, stepped_up) == policy.ALLOW
+    counts.serve(2 * MIN, 3 * MIN)
+    past = policy.evaluate(quota, counts, NOW, stepped_up)
+    assert past.decision is Decision.DENY and not past.step_up
 
 
-def test_bytes_wait_until_enough_bytes_leave() -> None:
-    quota = Quota(limits=(Limit(HOUR, max_bytes=1000),))
-    history = [
-        attempt(NOW - 50 * MIN, True, 100),
-        attempt(NOW - 40 * MIN, True, 100),
-        attempt(NOW - 30 * MIN, True, 900),
-    ]
-    # 1100 served: dropping 100 leaves 1000 (not below), dropping 200 leaves 900.
-    assert policy.evaluate(quota, History.of(history), NOW).retry_after_ms == 20 * MIN
-
-
-def test_the_attempt_that_reaches_block_at_blocks() -> None:
+def test_an_attempts_threshold_counts_every_attempt_served_or_refused() -> None:
     quota = Quota(limits=(Limit(HOUR, max=1),), block_at=Threshold(HOUR, 4))
-    history = served(10 * MIN) + refused(3 * MIN, 2 * MIN)
-    verdict = policy.evaluate(quota, History.of(history), NOW)
+    counts = Exact().serve(10 * MIN)
+    counts.tallied += [(NOW - 10 * MIN, 1, 0), (NOW - 3 * MIN, 1, 0)]
+    assert policy.evaluate(quota, counts, NOW).decision is Decision.DENY
+    counts.tallied.append((NOW - MIN, 1, 0))
+    verdict = policy.evaluate(quota, counts, NOW)
     assert verdict.decision is Decision.BLOCK
-    assert verdict.rule == Threshold(HOUR, 4)
-    assert verdict.count == 4
-    assert (
-        policy.evaluate(quota, History.of(history[:2]), NOW).decision is Decision.DENY
-    )
+    assert (verdict.rule, verdict.count) == (Threshold(HOUR, 4), 4)
 
 
-def test_attempts_before_the_last_block_do_not_count_towards_the_next() -> None:
-    quota = Quota(block_at=Threshold(HOUR, 3))
-    history = served(30 * MIN, 20 * MIN, 10 * MIN)
-    assert policy.evaluate(quota, History.of(history), NOW).decision is Decision.BLOCK
-    since_block = NOW - 15 * MIN
-    verdict = policy.evaluate(
-        quota, History.of(history), NOW, AccountMarks(escalation_reset_ts=since_block)
+def test_a_refusals_threshold_counts_what_is_asked_after_being_told_once() -> None:
+    quota = Quota(
+        limits=(Limit(HOUR, max=1),), block_at=Threshold(HOUR, 3, Counting.REFUSALS)
     )
-    assert verdict.decision is Decision.ALLOW
+    counts = Exact().serve(50 * MIN)
+    first = policy.evaluate(quota, counts, NOW, target="!room")
+    assert first.decision is Decision.DENY and first.towards_block
+    # The cause: the window is full until it has room again.
+    assert (first.cause_since, first.cause_until) == (NOW, NOW + 10 * MIN)
+    counts.tallied.append((NOW, 0, 1))
+    counts.refused["!room"] = NOW
+    counts.cause_since, counts.cause_until = first.cause_since, first.cause_until
+    # Asked again in the same cause (a client retrying): refused, never counted.
+    for later in (NOW + 1, NOW + 5 * MIN, NOW + 10 * MIN - 1):
+        again = policy.evaluate(quota, counts, later, target="!room")
+        assert again.decision is Decision.DENY and not again.towards_block
+    assert not policy.evaluate(quota, counts, NOW + 1).towards_block  # no target
+    # Something else asked in the same cause: counted, the same cause going on.
+    other = policy.evaluate(quota, counts, NOW + MIN, target="!other")
+    assert other.towards_block and other.cause_since == NOW
+    counts.tallied.append((NOW + MIN, 0, 1))
+    # Once the window had room, filled again and refused: a new cause, in which the
+    # first room counts again; the third refusal blocks.
+    counts.serve(-10 * MIN)
+    verdict = policy.evaluate(quota, counts, NOW + 11 * MIN, target="!room")
+    assert verdict.decision is Decision.BLOCK
+    assert (verdict.measure, verdict.count) == (Measure.REFUSALS, 3)
+    assert verdict.cause_since == NOW + 11 * MIN
+
+
+def test_what_a_client_fetches_by_itself_never_counts_towards_a_block() -> None:
+    for block_at in (Threshold(HOUR, 1), Threshold(HOUR, 1, Counting.REFUSALS)):
+        quota = Quota(limits=(Limit(HOUR, max=1),), block_at=block_at)
+        verdict = policy.evaluate(quota, Exact().serve(MIN), NOW, automatic=True)
+        assert verdict.decision is Decision.DENY and not verdict.towards_block
 
 
 def test_monitor_mode_turns_refusals_into_would_be_refusals() -> None:
@@ -146,7 +166,6 @@ def test_monitor_mode_turns_refusals_into_would_be_refusals() -> None:
     assert policy.ALLOW.under(enforcing=False).decision is Decision.ALLOW
     assert deny.under(enforcing=True).decision is Decision.DENY
     assert deny.under(enforcing=False).decision is Decision.WOULD_DENY
-    assert block.under(enforcing=True).decision is Decision.BLOCK
     assert block.under(enforcing=False).decision is Decision.WOULD_BLOCK
     assert [d for d in Decision if d.served] == [Decision.ALLOW]
     assert [d for d in Decision if d.refuses] == [Decision.DENY, Decision.BLOCK]
@@ -161,8 +180,9 @@ def test_usage_reports_each_rule_as_evaluate_counts_it() -> None:
         limits=(Limit(MIN, max=5), Limit(HOUR, max=10, max_bytes=10_000)),
         block_at=Threshold(HOUR, 20),
     )
-    history = served(10_000, 20 * MIN, size=300) + refused(5_000, 2 * HOUR)
-    report = policy.usage(quota, History.of(history), NOW)
+    counts = Exact().serve(10_000, 20 * MIN, size=300)
+    counts.tallied += [(NOW - 10_000, 1, 0), (NOW - 20 * MIN, 1, 0), (NOW - 5000, 1, 1)]
+    report = policy.usage(quota, counts, NOW)
     assert [(u.rule, u.count, u.bytes) for u in report] == [
         (Limit(MIN, max=5), 1, None),
         (Limit(HOUR, max=10, max_bytes=10_000), 2, 600),
@@ -170,181 +190,15 @@ def test_usage_reports_each_rule_as_evaluate_counts_it() -> None:
     ]
 
 
-def test_the_longest_window_bounds_the_history_needed() -> None:
-    quota = Quota(limits=(Limit(MIN, max=1),), block_at=Threshold(HOUR, 2))
-    assert quota.longest_window_ms == HOUR
+def test_a_quota_knows_its_windows() -> None:
+    quota = Quota(
+        limits=(Limit(MIN, max=1), Limit(HOUR, max=2)),
+        step_up=StepUp(HOUR, (Limit(HOUR, max=5), Limit(2 * HOUR, max=9))),
+        block_at=Threshold(3 * HOUR, 2),
+    )
+    assert quota.spans == (MIN, HOUR, 2 * HOUR)
+    assert quota.longest_window_ms == 3 * HOUR
+    assert quota.target_window_ms(stepped_up=False) == HOUR
+    assert quota.target_window_ms(stepped_up=True) == 2 * HOUR
     assert Quota().longest_window_ms == 0
-
-
-def test_history_counts_any_window_from_running_totals() -> None:
-    history = History.of(
-        [
-            attempt(40, True, 100),
-            attempt(10, True, 5),
-            attempt(30, False, 7),
-            attempt(20, True),
-        ]
-    )
-    assert history.attempts_after(0) == 4
-    assert history.attempts_after(20) == 2
-    assert history.served_after(0) == 3
-    assert history.served_after(10) == 2
-    assert history.refused_after(0) == 1
-    assert history.bytes_after(0) == 105  # the refused attempt's bytes never count
-    assert history.bytes_after(10) == 100
-    assert [r.ts for r in history.records_after(0)] == [10, 20, 30, 40]
-
-
-def test_history_takes_late_and_out_of_order_records() -> None:
-    history = History()
-    history.add(Record(100))
-    history.add(Record(300))
-    history.add(Record(200, served=0, refused=1))  # a clock step back, or a merge
-    history.add(Record(300, attempts=0, served=0, bytes=50))
-    history.add(Record(150, attempts=0, served=0, bytes=25))  # bytes that came late
-    assert history.attempts_after(150) == 2
-    assert history.served_after(150) == 1
-    assert history.bytes_after(100) == 75
-    assert history.bytes_after(200) == 50
-    history.add(Record(400))  # and appends go on with the totals right
-    assert history.served_after(0) == 3
-
-
-def test_a_failure_after_a_request_was_allowed_gives_back_what_it_was_served() -> None:
-    quota = Quota(limits=(Limit(HOUR, max=2),))
-    history = History.of(served(20 * MIN, 10 * MIN))
-    assert policy.evaluate(quota, history, NOW).decision is Decision.DENY
-    # The second one failed: a line at its own time takes back its unit, not its
-    # attempt (which still counts towards a block).
-    history.add(Record(NOW - 10 * MIN, attempts=0, served=-1))
-    assert history.served_after(0) == 1
-    assert history.attempts_after(0) == 2
-    assert policy.evaluate(quota, history, NOW).decision is Decision.ALLOW
-
-
-def test_a_request_may_weigh_several_units() -> None:
-    quota = Quota(limits=(Limit(HOUR, max=100),))
-    history = History.of(
-        [Record(NOW - 30 * MIN, served=60), Record(NOW - 20 * MIN, served=50)]
-    )
-    verdict = policy.evaluate(quota, history, NOW)
-    assert verdict.decision is Decision.DENY
-    assert verdict.count == 110
-    # Going under 100 takes the first 60 leaving the window.
-    assert verdict.retry_after_ms == 30 * MIN
-
-
-def test_a_limit_on_both_count_and_bytes_gives_the_wait_after_which_both_pass() -> None:
-    # Three served attempts fill the count; their 100 bytes also fill the bytes.
-    quota = Quota(limits=(Limit(HOUR, max=3, max_bytes=100),))
-    history = History.of(
-        [
-            attempt(NOW - 56 * MIN, True, 0),
-            attempt(NOW - 6 * MIN, True, 100),
-            attempt(NOW - 1 * MIN, True, 0),
-        ]
-    )
-    verdict = policy.evaluate(quota, history, NOW)
-    # The count frees up in 4 minutes, the bytes only in 54: the answer is 54.
-    assert verdict.measure is Measure.BYTES
-    assert verdict.retry_after_ms == 54 * MIN
-
-
-def test_history_forgets_what_no_window_needs() -> None:
-    history = History.of(
-        [
-            attempt(10, True, 5),
-            attempt(20, False),
-            attempt(30, True, 7),
-            attempt(40, True),
-        ]
-    )
-    history.forget_before(20)
-    assert len(history) == 2
-    assert [r.ts for r in history.records_after(0)] == [30, 40]
-    assert history.served_after(0) == 2 and history.bytes_after(0) == 7
-    history.add(Record(50))
-    assert history.served_after(35) == 2
-
-
-DIRECTORY = Quota(
-    limits=(Limit(HOUR, max=3),),
-    step_up=StepUp(HOUR, (Limit(HOUR, max=5),)),
-    block_at=Threshold(HOUR, 3, Counting.REFUSALS),
-)
-STEPPED_UP = AccountMarks(step_up_ts=NOW - MIN, step_up_until_ts=NOW + MIN)
-
-
-def test_discoveries_are_free_up_to_the_budget_then_refused_for_a_step_up() -> None:
-    history = History.of(served(30 * MIN, 20 * MIN))
-    assert policy.evaluate(DIRECTORY, history, NOW).decision is Decision.ALLOW
-    history.add(Record(NOW - 10 * MIN))
-    verdict = policy.evaluate(DIRECTORY, history, NOW)
-    assert verdict.decision is Decision.DENY
-    assert verdict.step_up
-    assert verdict.rule == Limit(HOUR, max=3)
-    assert verdict.retry_after_ms == 30 * MIN
-
-
-def test_a_step_up_lifts_the_budget() -> None:
-    history = History.of(served(40 * MIN, 30 * MIN, 20 * MIN))
-    assert (
-        policy.evaluate(DIRECTORY, history, NOW, STEPPED_UP).decision is Decision.ALLOW
-    )
-    history.add(Record(NOW - 10 * MIN))
-    history.add(Record(NOW - 5 * MIN))
-    verdict = policy.evaluate(DIRECTORY, history, NOW, STEPPED_UP)
-    assert verdict.decision is Decision.DENY
-    assert not verdict.step_up  # stepping up again would not help
-    assert verdict.rule == Limit(HOUR, max=5)
-
-
-def test_a_step_up_that_ran_out_gives_the_free_budget_back() -> None:
-    expired = AccountMarks(step_up_ts=NOW - 2 * HOUR, step_up_until_ts=NOW - HOUR)
-    history = History.of(served(40 * MIN, 30 * MIN, 20 * MIN))
-    assert policy.evaluate(DIRECTORY, history, NOW, expired).step_up
-
-
-def test_refused_requests_past_the_budget_escalate_to_a_block() -> None:
-    history = History.of(served(40 * MIN, 30 * MIN, 20 * MIN) + refused(5 * MIN))
-    assert policy.evaluate(DIRECTORY, history, NOW).decision is Decision.DENY
-    history.add(Record(NOW - 4 * MIN, served=0, refused=1))
-    verdict = policy.evaluate(DIRECTORY, history, NOW)
-    assert verdict.decision is Decision.BLOCK
-    assert (verdict.rule, verdict.count) == (Threshold(HOUR, 3, Counting.REFUSALS), 3)
-    assert verdict.measure is Measure.REFUSALS
-    # ... counting only the refusals after the last block.
-    after_block = AccountMarks(escalation_reset_ts=NOW - 4 * MIN)
-    verdict = policy.evaluate(DIRECTORY, history, NOW, after_block)
-    assert verdict.decision is Decision.DENY
-
-
-def test_usage_of_a_threshold_counting_refusals_reports_refusals() -> None:
-    history = History.of(served(40 * MIN) + refused(5 * MIN, 4 * MIN))
-    report = policy.usage(DIRECTORY, history, NOW)
-    assert [(u.rule, u.count) for u in report] == [
-        (Limit(HOUR, max=3), 1),
-        (Threshold(HOUR, 3, Counting.REFUSALS), 2),
-    ]
-
-
-def test_a_refusal_repeated_for_the_same_target_never_counts_towards_a_block() -> None:
-    quota = Quota(limits=(Limit(HOUR, max=1),), block_at=Threshold(HOUR, 3))
-    history = History.of(served(30 * MIN) + refused(20 * MIN))
-    # A third request would block the account, unless it repeats the refused one.
-    assert policy.evaluate(quota, history, NOW).decision is Decision.BLOCK
-    verdict = policy.evaluate(quota, history, NOW, repeat=True)
-    assert verdict.decision is Decision.DENY
-    # A repeat that would be served counts as any request does.
-    allowed = Quota(limits=(Limit(HOUR, max=5),), block_at=Threshold(HOUR, 3))
-    assert (
-        policy.evaluate(allowed, history, NOW, repeat=True).decision is Decision.BLOCK
-    )
-
-
-def test_a_request_weighing_more_than_allowed_at_once_is_refused_outright() -> None:
-    quota = Quota(limits=(Limit(HOUR, max=100),), max_per_request=50)
-    verdict = policy.evaluate(quota, History(), NOW, units=60)
-    assert verdict.decision is Decision.DENY
-    assert (verdict.count, verdict.rule_max) == (60, 50)
-    assert policy.evaluate(quota, History(), NOW, units=50).decision is Decision.ALLOW
+    assert AccountMarks(counters_reset_ts=5, escalation_reset_ts=9).tally_origin == 9

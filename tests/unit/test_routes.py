@@ -15,8 +15,8 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from synapse_tchap_guard._synapse_internals import ClientRoute, client_routes
-from synapse_tchap_guard.routes import Reach, Routes, _query
+from synapse_tchap_guard._synapse_internals import client_routes
+from synapse_tchap_guard.routes import ClientRoute, Reach, Routes, _query
 
 # What each servlet's GET reveals: the guard must count it as this.
 REVEALS = {

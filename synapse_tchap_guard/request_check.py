@@ -10,38 +10,46 @@ copy of the blocks in force, and a dictionary lookup that settles most requests.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from synapse.logging.context import ContextRequest
 
 from synapse_tchap_guard import _synapse_internals as internals
 from synapse_tchap_guard import responses
-from synapse_tchap_guard.blocks import Blocking
+from synapse_tchap_guard.block_registry import BlockRegistry
 from synapse_tchap_guard.context import GuardContext
-from synapse_tchap_guard.gates.history import HistoryGate
-from synapse_tchap_guard.gates.media import MediaGate
-from synapse_tchap_guard.gates.people import PeopleGate
-from synapse_tchap_guard.gates.rooms import RoomsGate
+from synapse_tchap_guard.readiness import Readiness
 from synapse_tchap_guard.routes import Reach, Request, Routes
 
+# What the gates do with a request that reveals something (see `gates`): each
+# counts it, or raises the client's error.
+FetchesMedia = Callable[[str, ContextRequest, Request], Awaitable[None]]
+ReadsRoom = Callable[[str, ContextRequest, str], Awaitable[bool]]  # True: a peek
+# (user, request, room or None, messages, route)
+ReadsHistory = Callable[[str, ContextRequest, str | None, int, str], Awaitable[None]]
+LooksUp = Callable[[str, ContextRequest, str], Awaitable[None]]  # a person
 
-class RequestGate:
+
+class RequestCheck:
     def __init__(
         self,
         context: GuardContext,
-        blocking: Blocking,
+        registry: BlockRegistry,
+        loaded: Readiness,
         routes: Routes,
-        media: MediaGate,
-        rooms: RoomsGate,
-        history: HistoryGate,
-        people: PeopleGate | None,
+        fetch_media: FetchesMedia,
+        read_room: ReadsRoom,
+        read_history: ReadsHistory,
+        look_up: LooksUp | None,
     ) -> None:
         self._context = context
-        self._registry = blocking.registry
-        self._loaded = blocking.loaded
+        self._registry = registry
+        self._loaded = loaded  # the blocks in force were read once
         self._routes = routes
-        self._media = media
-        self._rooms = rooms
-        self._history = history
-        self._people = people
+        self._fetch_media = fetch_media
+        self._read_room = read_room
+        self._read_history = read_history
+        self._look_up = look_up  # None: people are not counted
 
     async def is_user_expired(self, user_id: str) -> bool | None:
         """Refuse a blocked account's requests; None lets other modules decide."""
@@ -71,23 +79,23 @@ class RequestGate:
         """Count what the request reveals, in every control concerned (raises)."""
         reach = route.reach
         if reach in (Reach.DOWNLOAD, Reach.THUMBNAIL):
-            await self._media.fetch(user_id, request, route)
+            await self._fetch_media(user_id, request, route)
             return
-        people = self._people
+        look_up = self._look_up
         if reach is Reach.PROFILE:
-            if people is not None and route.user_id:
-                await people.profile(user_id, request, route.user_id)
+            if look_up is not None and route.user_id:
+                await look_up(user_id, request, route.user_id)
             return
         if reach is Reach.ALL_ROOMS:  # every joined room's recent history
             rooms = await internals.joined_rooms(self._context.api, user_id)
             units = route.units * len(rooms)
-            await self._history.read(user_id, request, None, units, route.servlet)
+            await self._read_history(user_id, request, None, units, route.servlet)
             return
         if route.room_id is not None:  # a room read without a join is a room reached
-            await self._rooms.read(user_id, request, route.room_id)
+            await self._read_room(user_id, request, route.room_id)
         if reach in (Reach.HISTORY, Reach.EVENT) or (
             reach is Reach.MEMBERS and route.servlet == "RoomInitialSyncRestServlet"
         ):
-            await self._history.read(
+            await self._read_history(
                 user_id, request, route.room_id, route.units, route.servlet
             )
