@@ -1,4 +1,5 @@
-"""The admin API: list and inspect blocked accounts, block, unblock, read counters.
+"""The admin API: list and inspect blocked accounts, block, unblock, read counters,
+list the blocks that ended.
 
 Served under `/_synapse/client/tchap_guard/admin/v1/` (module resources cannot live
 under `/_synapse/admin`), to server admins only. Every call that reads or changes an
@@ -13,6 +14,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import attr
 from synapse.module_api import (
     DirectServeJsonResource,
     JsonDict,
@@ -29,12 +31,13 @@ from synapse_tchap_guard.audit import AuditEvent, describe_block, format_timesta
 from synapse_tchap_guard.blocks import Blocking
 from synapse_tchap_guard.config import is_user_id, parse_duration
 from synapse_tchap_guard.context import GuardContext
-from synapse_tchap_guard.controls import Control
+from synapse_tchap_guard.controls import BY_NAME, Control
 from synapse_tchap_guard.counting.layout import Layout
 from synapse_tchap_guard.counting.ledger import Ledger
 from synapse_tchap_guard.counting.state import CountState
 from synapse_tchap_guard.inputs import quoted, unstorable
 from synapse_tchap_guard.model import AlreadyBlocked
+from synapse_tchap_guard.store.blocks import EXPIRY, LIFTED, PastFilter, PastKey
 from synapse_tchap_guard.store.database import StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -45,6 +48,9 @@ MAX_PAGE = 1000
 MAX_REASON = 1000
 RECENT = 50
 _DIGITS = re.compile("[0-9]{1,19}")  # more is out of range (and slow to convert)
+_PAST_TOKEN = re.compile("([0-9]{1,19})_([0-9]{1,19})")  # a block's end, its id
+MAX_TS = 2**62
+ADMIN_CONTROL = "admin"  # `control` of the blocks an admin set
 
 
 class AdminResource(DirectServeJsonResource):
@@ -88,6 +94,8 @@ class AdminResource(DirectServeJsonResource):
         route = _route(request)
         if route == ["blocks"]:
             return 200, await self._list_blocks(request, admin)
+        if route == ["past_blocks"]:
+            return 200, await self._list_past_blocks(request, admin)
         if len(route) == 2 and route[0] == "accounts":
             return 200, await self._show_account(await self._account(route[1]), admin)
         raise _unknown_endpoint(request)
@@ -107,14 +115,51 @@ class AdminResource(DirectServeJsonResource):
 
     async def _list_blocks(self, request: SynapseRequest, admin: str) -> JsonDict:
         limit = _int_arg(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
-        before = _int_arg(request, "from", None, 1, 2**62)
+        before = _int_arg(request, "from", None, 1, MAX_TS)
         blocks, total = await self._context.store.blocks.page(
             self._context.now(), limit, before
         )
-        await self._audit_view(admin, None, "blocks")
+        await self._audit_view(admin, None, "blocks", "the blocks in force")
         page: JsonDict = {"blocks": [describe_block(b) for b in blocks], "total": total}
         if len(blocks) == limit:
             page["next_token"] = str(blocks[-1].id)
+        return page
+
+    async def _list_past_blocks(self, request: SynapseRequest, admin: str) -> JsonDict:
+        limit = _int_arg(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+        after = _past_token(request)
+        wanted = PastFilter(
+            user_id=self._local_user_arg(request, "user_id"),
+            control=_control_arg(request),
+            ended_by=self._lifted_by_arg(request),
+            since=_int_arg(request, "since", None, 0, MAX_TS),
+            until=_int_arg(request, "until", None, 0, MAX_TS),
+        )
+        if (
+            wanted.since is not None
+            and wanted.until is not None
+            and wanted.since >= wanted.until
+        ):
+            raise SynapseError(400, "since: must be before until", Codes.INVALID_PARAM)
+        blocks, total, more = await self._context.store.blocks.past(
+            self._context.now(), limit, wanted, after
+        )
+        filters = {
+            name: value
+            for name, value in attr.asdict(wanted).items()
+            if value is not None
+        }
+        await self._audit_view(
+            admin,
+            wanted.user_id,
+            "past_blocks",
+            f"the past blocks of {wanted.user_id}" if wanted.user_id else "past blocks",
+            filters,
+        )
+        page: JsonDict = {"blocks": [describe_block(b) for b in blocks], "total": total}
+        if more:
+            last = blocks[-1]
+            page["next_token"] = f"{last.ended_ts}_{last.id}"
         return page
 
     async def _show_account(self, user_id: str, admin: str) -> JsonDict:
@@ -134,7 +179,7 @@ class AdminResource(DirectServeJsonResource):
             )
             counters[control.name] = control.report(state, now, marks)
         reached = await store.counts.reached(user_id, RECENT)
-        await self._audit_view(admin, user_id, "account")
+        await self._audit_view(admin, user_id, "account", user_id)
         return {
             "user_id": user_id,
             "exempt": account.exempt,
@@ -247,8 +292,50 @@ class AdminResource(DirectServeJsonResource):
             raise SynapseError(404, f"Unknown user {user_id}", Codes.NOT_FOUND)
         return user_id
 
-    async def _audit_view(self, admin: str, user_id: str | None, what: str) -> None:
-        target = user_id or "the blocks in force"
+    def _local_user_arg(self, request: SynapseRequest, name: str) -> str | None:
+        """A query argument naming a local user, who need not exist any more."""
+        raw = _text_arg(request, name)
+        if raw is None:
+            return None
+        if not is_user_id(raw):
+            raise SynapseError(
+                400,
+                f"{name}: {quoted(raw)} is not a user id (use @alice:example.org)",
+                Codes.INVALID_PARAM,
+            )
+        user = UserID.from_string(raw)
+        if not self._api.is_mine(user):
+            raise SynapseError(
+                400,
+                f"{name}: {quoted(raw)} is not a user of this server",
+                Codes.INVALID_PARAM,
+            )
+        return user.to_string()
+
+    def _lifted_by_arg(self, request: SynapseRequest) -> str | None:
+        raw = _text_arg(request, "lifted_by")
+        if raw is None or raw in (EXPIRY, LIFTED):
+            return raw
+        if not raw.startswith("@"):
+            raise SynapseError(
+                400,
+                f"lifted_by: {quoted(raw)} is neither {EXPIRY!r}, {LIFTED!r}"
+                " nor the user id of an admin",
+                Codes.INVALID_PARAM,
+            )
+        return self._local_user_arg(request, "lifted_by")
+
+    async def _audit_view(
+        self,
+        admin: str,
+        user_id: str | None,
+        what: str,
+        target: str,
+        filters: JsonDict | None = None,
+    ) -> None:
+        guard: JsonDict = {"endpoint": what}
+        if filters:
+            guard["filters"] = filters
         request = internals.request_info(internals.current_request())
         await self._context.report(
             [
@@ -259,7 +346,7 @@ class AdminResource(DirectServeJsonResource):
                     actor=admin,
                     message=f"{admin} viewed {target}",
                     request=request,
-                    guard={"endpoint": what},
+                    guard=guard,
                 )
             ]
         )
@@ -295,6 +382,43 @@ def _int_arg(
             Codes.INVALID_PARAM,
         )
     return int(raw)
+
+
+def _text_arg(request: SynapseRequest, name: str) -> str | None:
+    values = request.args.get(name.encode("ascii"))
+    if not values:
+        return None
+    raw: str = values[0].decode("utf-8", "replace")
+    problem = unstorable(raw)
+    if problem is not None:
+        raise SynapseError(400, f"{name}: {problem}", Codes.INVALID_PARAM)
+    return raw
+
+
+def _control_arg(request: SynapseRequest) -> str | None:
+    raw = _text_arg(request, "control")
+    known = [ADMIN_CONTROL, *BY_NAME]
+    if raw is None or raw in known:
+        return raw
+    raise SynapseError(
+        400,
+        f"control: {quoted(raw)} is not one of {', '.join(known)}",
+        Codes.INVALID_PARAM,
+    )
+
+
+def _past_token(request: SynapseRequest) -> PastKey | None:
+    raw = _text_arg(request, "from")
+    if raw is None:
+        return None
+    match = _PAST_TOKEN.fullmatch(raw)
+    if match is None or int(match[1]) > MAX_TS or int(match[2]) > MAX_TS:
+        raise SynapseError(
+            400,
+            f"from: {quoted(raw)} is not a next_token this endpoint gave",
+            Codes.INVALID_PARAM,
+        )
+    return PastKey(int(match[1]), int(match[2]))
 
 
 def _reason(body: JsonDict) -> str:

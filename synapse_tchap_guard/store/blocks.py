@@ -22,8 +22,36 @@ COLUMNS = (
     " ended_ts, ended_by, end_reason"
 )
 _ACTIVE = "ended_ts IS NULL AND (until_ts IS NULL OR until_ts > ?)"
+# When a block ended: lifted, or expired (a block whose time is up ends then, though
+# the background job that marks it so may not have come by yet).
+_END = "COALESCE(ended_ts, until_ts)"
+_ENDED = "(ended_ts IS NOT NULL OR until_ts <= ?)"
+EXPIRY = "expiry"  # `ended_by` of the blocks that ran their course
+LIFTED = "admin"  # as `PastFilter.ended_by`: lifted by an admin, whoever
 
 Events = Callable[[Block], Sequence[AuditEvent]]
+
+
+@attr.frozen
+class PastFilter:
+    """Which ended blocks a listing wants; None leaves a criterion out."""
+
+    user_id: str | None = None
+    control: str | None = None
+    # EXPIRY, LIFTED (by any admin), or the admin who lifted them.
+    ended_by: str | None = None
+    # In force at some time from `since` to `until`: ended after `since`, began
+    # before `until`.
+    since: int | None = None
+    until: int | None = None
+
+
+@attr.frozen
+class PastKey:
+    """Where a page of ended blocks stops: its last block's end and id."""
+
+    ended_ts: int
+    id: int
 
 
 class BlockStore:
@@ -122,13 +150,13 @@ class BlockStore:
             closed = []
             for block in [Block(*row) for row in txn.fetchall()]:
                 txn.execute(
-                    "UPDATE tchap_guard_blocks SET ended_ts = ?, ended_by = 'expiry'"
+                    "UPDATE tchap_guard_blocks SET ended_ts = ?, ended_by = ?"
                     " WHERE id = ? AND ended_ts IS NULL",
-                    (block.until_ts, block.id),
+                    (block.until_ts, EXPIRY, block.id),
                 )
                 if txn.rowcount != 1:
                     continue  # lifted by an admin meanwhile
-                ended = attr.evolve(block, ended_ts=block.until_ts, ended_by="expiry")
+                ended = attr.evolve(block, ended_ts=block.until_ts, ended_by=EXPIRY)
                 insert_events_txn(txn, self._db.node, events(ended))
                 closed.append(ended)
             return closed
@@ -153,6 +181,33 @@ class BlockStore:
             return [Block(*row) for row in txn.fetchall()], total
 
         return await self._db.run("list_blocks", txn_func)
+
+    async def past(
+        self, now: int, limit: int, wanted: PastFilter, after: PastKey | None
+    ) -> tuple[list[Block], int, bool]:
+        """Ended blocks, the last ended first (then the newest), from after `after`:
+        at most `limit`, how many match in all, and whether more follow. A block whose
+        time is up is shown as the expiry that the background job will soon write."""
+
+        def txn_func(txn: LoggingTransaction) -> tuple[list[Block], int, bool]:
+            where, params = _past_where(now, wanted)
+            txn.execute(
+                f"SELECT COUNT(*) FROM tchap_guard_blocks WHERE {where}", params
+            )
+            total = int(one(txn)[0])
+            if after is not None:
+                # The form both SQLite and PostgreSQL seek an index with.
+                where += f" AND {_END} <= ? AND ({_END} < ? OR id < ?)"
+                params += [after.ended_ts, after.ended_ts, after.id]
+            txn.execute(
+                f"SELECT {COLUMNS} FROM tchap_guard_blocks WHERE {where}"
+                f" ORDER BY {_END} DESC, id DESC LIMIT ?",
+                [*params, limit + 1],
+            )
+            blocks = [_as_ended(Block(*row)) for row in txn.fetchall()]
+            return blocks[:limit], total, len(blocks) > limit
+
+        return await self._db.run("past_blocks", txn_func)
 
     async def history(self, user_id: str, limit: int) -> list[Block]:
         def txn_func(txn: LoggingTransaction) -> list[Block]:
@@ -189,6 +244,39 @@ def open_block_txn(
     return Block(
         block_id, user_id, new.control, new.reason, new.blocked_by, now, new.until_ts
     )
+
+
+def _past_where(now: int, wanted: PastFilter) -> tuple[str, list[object]]:
+    where = [_ENDED]
+    params: list[object] = [now]
+    if wanted.user_id is not None:
+        where.append("user_id = ?")
+        params.append(wanted.user_id)
+    if wanted.control is not None:
+        where.append("control = ?")
+        params.append(wanted.control)
+    if wanted.ended_by == EXPIRY:
+        where.append("(ended_by = ? OR ended_ts IS NULL)")
+        params.append(EXPIRY)
+    elif wanted.ended_by == LIFTED:
+        where.append("ended_ts IS NOT NULL AND ended_by <> ?")
+        params.append(EXPIRY)
+    elif wanted.ended_by is not None:
+        where.append("ended_by = ?")
+        params.append(wanted.ended_by)
+    if wanted.since is not None:
+        where.append(f"{_END} > ?")
+        params.append(wanted.since)
+    if wanted.until is not None:
+        where.append("since_ts < ?")
+        params.append(wanted.until)
+    return " AND ".join(where), params
+
+
+def _as_ended(block: Block) -> Block:
+    if block.ended_ts is not None or block.until_ts is None:
+        return block
+    return attr.evolve(block, ended_ts=block.until_ts, ended_by=EXPIRY)
 
 
 def _by_id(block: Block) -> int:

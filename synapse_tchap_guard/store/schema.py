@@ -182,6 +182,12 @@ MIGRATIONS: list[list[str]] = [
             GROUP BY user_id, control, target HAVING SUM(served) > 0""",
         "DROP TABLE tchap_guard_attempts",
     ],
+    # 6: the ended blocks, the last ended first, a page at a time (`BlockStore.past`):
+    # a block's end is when it was lifted or, not lifted, when its time was up.
+    [
+        """CREATE INDEX IF NOT EXISTS tchap_guard_blocks_by_end_time
+            ON tchap_guard_blocks ((COALESCE(ended_ts, until_ts)), id)""",
+    ],
 ]
 
 

@@ -1,6 +1,6 @@
 """The admin API against a few hundred generated hostile requests, on a real Synapse:
-whatever the ids, reasons, durations, pagination, bodies and URL encodings, no
-answer is a 5xx.
+whatever the ids, reasons, durations, pagination, filters, bodies and URL encodings,
+no answer is a 5xx.
 
 The generator is seeded, so a failure names a case that can be replayed.
 """
@@ -21,6 +21,18 @@ from harness.homeserver import ADMIN_API, Account, Homeserver
 
 SEED = 13
 CASES = 400
+# The past blocks' parameters, and one they ignore as Synapse ignores what it does
+# not know.
+PAST_PARAMETERS = [
+    "limit",
+    "from",
+    "user_id",
+    "control",
+    "lifted_by",
+    "since",
+    "until",
+    "other",
+]
 # Pieces that have broken a parser, a database column or a log line somewhere.
 HOSTILE = [
     "\x00",
@@ -154,6 +166,43 @@ class Generator:
         ]
         return ("?" + "&".join(params)) if params else ""
 
+    def past_query(self) -> str:
+        """The past blocks' filters and pagination, each valid or not."""
+        rng = self.rng
+        params = []
+        for _ in range(rng.randint(0, 4)):
+            name = rng.choice(PAST_PARAMETERS)
+            params.append(f"{name}={self.past_value(name)}")
+        return ("?" + "&".join(params)) if params else ""
+
+    def past_value(self, name: str) -> str:
+        rng = self.rng
+        if name in ("limit", "since", "until", "other"):
+            return self.number()
+        if name == "from":
+            return rng.choice(
+                [
+                    "1800000000000_1",
+                    "0_0",
+                    "_",
+                    "1_",
+                    "_1",
+                    "1_2_3",
+                    "-1_1",
+                    "9" * 19 + "_" + "9" * 19,
+                    "9" * 30 + "_1",
+                    self.number(),
+                    quote(self.text(10, huge=False).encode("utf-8", "surrogatepass")),
+                ]
+            )
+        if name == "control":
+            value = rng.choice(["admin", "directory", "media_downloads", self.text(8)])
+        elif name == "lifted_by":
+            value = rng.choice(["expiry", "admin", self.user_id(), self.text(8)])
+        else:
+            value = self.user_id()
+        return self.segment(value)
+
     def value(self) -> Any:
         rng = self.rng
         return rng.choice(
@@ -246,8 +295,13 @@ class Generator:
         method = rng.choices(["GET", "POST", "PUT", "DELETE"], [40, 50, 5, 5])[0]
         if method == "GET":
             path = rng.choices(
-                ["/blocks", f"/accounts/{account}", self.odd_path(account)],
-                [35, 55, 10],
+                [
+                    "/blocks",
+                    "/past_blocks",
+                    f"/accounts/{account}",
+                    self.odd_path(account),
+                ],
+                [25, 25, 40, 10],
             )[0]
         else:
             path = rng.choices(
@@ -259,7 +313,8 @@ class Generator:
                 [60, 30, 10],
             )[0]
         body = self.body() if method in ("POST", "PUT") else None
-        return Case(number, method, f"{ADMIN_API}{path}{self.query()}", body)
+        query = self.past_query() if path == "/past_blocks" else self.query()
+        return Case(number, method, f"{ADMIN_API}{path}{query}", body)
 
     def odd_path(self, account: str) -> str:
         return self.rng.choice(
@@ -316,6 +371,27 @@ def test_no_generated_input_gets_a_5xx(server: Homeserver, admin: Account) -> No
     assert answers[200] >= 20
     # And the admin API still answers afterwards.
     assert admin.get(f"{ADMIN_API}/blocks").status_code == 200
+
+
+def test_no_generated_past_blocks_query_gets_a_5xx(
+    server: Homeserver, admin: Account
+) -> None:
+    """The filters and tokens of the past blocks, on their own: each a 200 or a 400
+    with `M_INVALID_PARAM`, and some of each."""
+    generator = Generator(SEED + 2, users_to_act_on(server, admin))
+    answers: collections.Counter[tuple[int, str | None]] = collections.Counter()
+    failures = []
+    for number in range(CASES // 2):
+        case = Case(
+            number, "GET", f"{ADMIN_API}/past_blocks{generator.past_query()}", None
+        )
+        status, body, _ = send(server, admin.token, case)
+        errcode = json.loads(body).get("errcode") if status != 200 else None
+        answers[status, errcode] += 1
+        if (status, errcode) not in ((200, None), (400, "M_INVALID_PARAM")):
+            failures.append(f"{case} -> {status} {body[:200]!r}")
+    assert failures == []
+    assert answers[200, None] >= 20 and answers[400, "M_INVALID_PARAM"] >= 20
 
 
 def test_while_the_tables_are_cut_the_only_5xx_is_a_503_with_retry_after(
