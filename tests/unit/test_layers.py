@@ -2,7 +2,7 @@
 imports below the wiring), so that each module can be read knowing only those under
 it. The floors, from the bottom: leaves (units, inputs, windows, policy...), the
 audit and the internals, config and controls, the store, counting, the context,
-blocks and admission, the gates; `synapse_tchap_guard/__init__.py` wires them."""
+blocks and admission, the gates; `synapse_tchap_guard/module.py` wires them."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "synapse_tchap_guard"
 MOST_FLOORS = 8
+WIRING = f"{PACKAGE.name}.module"  # `TchapGuard`, above every floor
 
 
 def imports() -> dict[str, set[str]]:
@@ -64,7 +65,7 @@ def test_the_modules_stand_on_at_most_eight_floors() -> None:
     def floor(module: str) -> int:
         return 1 + max((floor(m) for m in graph[module]), default=0)
 
-    floors = {m: floor(m) for m in graph if m != PACKAGE.name}
+    floors = {m: floor(m) for m in graph if m not in (PACKAGE.name, WIRING)}
     highest = max(floors.values())
     assert highest <= MOST_FLOORS, sorted(floors.items(), key=lambda kv: -kv[1])[:5]
     # The pure parts stand on nothing of the package but other pure parts.
