@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from synapse_tchap_guard import __version__
-from synapse_tchap_guard.units import UnitError, parse_duration
+from synapse_tchap_guard.units import UnitError, format_size, parse_duration
 
 PROG = "tchap-guard-admin"
 # The admin API's prefix (`admin_api.PREFIX`, which imports Synapse; a test checks
@@ -543,9 +543,15 @@ def _standing(rule: dict[str, Any]) -> list[str]:
             break
     of = cell(rule.get("max"))
     if "bytes" in rule:
-        used += f", {cell(rule.get('bytes'))} bytes"
-        of += f", {cell(rule.get('max_bytes'))} bytes"
+        used += f", {_size(rule.get('bytes'))} bytes"
+        of += f", {_size(rule.get('max_bytes'))} bytes"
     return [cell(rule.get("window")), used, of]
+
+
+def _size(value: object) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return format_size(value)
+    return cell(value)
 
 
 def _event_time(event: dict[str, Any]) -> str:

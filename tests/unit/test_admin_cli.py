@@ -409,10 +409,10 @@ def test_an_account_view_as_text() -> None:
             "limit",
             "1h",
             "1,",
-            "2048",
+            "2K",
             "bytes",
             "100,",
-            "1073741824",
+            "1G",
             "bytes",
         ]
         for line in lines
