@@ -10,7 +10,7 @@ The homeserver's URL and a server admin's access token come from `--url` and
 `--token`, else from TCHAP_GUARD_URL and TCHAP_GUARD_TOKEN, else from a small config
 file (`~/.config/tchap-guard-admin.yaml`, or `--config`), as synadm is configured.
 Tables for people, `--json` for scripts; a refusal of the API exits 1 with its
-reason, a usage error 2, a server that cannot be reached 3.
+reason, a usage error 2, no answer or one that is not the API's 3.
 
 It speaks HTTP with the standard library only and imports nothing of Synapse, so
 that it runs on an admin's own machine (a test checks both).
@@ -256,7 +256,7 @@ def _refusal(method: str, path: str, error: urllib.error.HTTPError) -> CliError:
     return CliError(
         f"{method} {path}: {error.code} {error.reason}, not from the admin API"
         " (is the URL the homeserver's, and the guard enabled on it?)",
-        REFUSED if error.code < 500 else UNREACHABLE,
+        UNREACHABLE,
     )
 
 
@@ -722,7 +722,7 @@ def parser() -> argparse.ArgumentParser:
         description="The synapse-tchap-guard admin API: blocked accounts, blocks,"
         " past blocks.",
         epilog="Exit codes: 0 done, 1 the API refused (its reason is printed), 2 a"
-        " usage or config error, 3 the homeserver could not be reached.",
+        " usage or config error, 3 no answer, or one that is not the API's.",
     )
     _common_options(top, subcommand=False)
     top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
