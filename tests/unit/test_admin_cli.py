@@ -643,6 +643,11 @@ def test_an_answer_not_from_the_api_exits_3(api: tuple[FakeApi, str]) -> None:
     code, _, err = cli(url, "list")
     assert code == admin_cli.UNREACHABLE
     assert "502 Bad Gateway, not from the admin API" in err
+    fake.answers["GET", f"{API_PREFIX}/blocks"] = (404, b"<html>Not Found</html>", {})
+    code, _, err = cli(url, "list")
+    assert (
+        code == admin_cli.UNREACHABLE and "404 Not Found, not from the admin API" in err
+    )
     fake.answers["GET", f"{API_PREFIX}/blocks"] = (
         200,
         b"<html>a login page</html>",
