@@ -25,8 +25,10 @@ from synapse_tchap_guard.routes import Reach, Request, Routes
 # counts it, or raises the client's error.
 FetchesMedia = Callable[[str, ContextRequest, Request], Awaitable[None]]
 ReadsRoom = Callable[[str, ContextRequest, str], Awaitable[bool]]  # True: a peek
-# (user, request, room or None, messages, route)
-ReadsHistory = Callable[[str, ContextRequest, str | None, int, str], Awaitable[None]]
+# (user, request, room or None, messages, route, fetched by the client on its own)
+ReadsHistory = Callable[
+    [str, ContextRequest, str | None, int, str, bool], Awaitable[None]
+]
 LooksUp = Callable[[str, ContextRequest, str], Awaitable[None]]  # a person
 
 
@@ -89,7 +91,9 @@ class RequestCheck:
         if reach is Reach.ALL_ROOMS:  # every joined room's recent history
             rooms = await internals.joined_rooms(self._context.api, user_id)
             units = route.units * len(rooms)
-            await self._read_history(user_id, request, None, units, route.servlet)
+            await self._read_history(
+                user_id, request, None, units, route.servlet, False
+            )
             return
         if route.room_id is not None:  # a room read without a join is a room reached
             await self._read_room(user_id, request, route.room_id)
@@ -97,5 +101,27 @@ class RequestCheck:
             reach is Reach.MEMBERS and route.servlet == "RoomInitialSyncRestServlet"
         ):
             await self._read_history(
-                user_id, request, route.room_id, route.units, route.servlet
+                user_id,
+                request,
+                route.room_id,
+                route.units,
+                route.servlet,
+                automatic(route),
             )
+
+
+# What Element's SDKs fetch without a person's act (matrix-js-sdk: a thread's root
+# and its summary, `/event/{root}` and `/relations/{root}?dir=b&recurse=true`, for
+# every thread a sync or an opened room shows; a jump to an event asks `/context`
+# with `limit=0`, which costs nothing). Still counted and refused by the limits, never towards a block: a
+# client that retries them on its own shows no intent (see `policy.evaluate`).
+_AUTOMATIC = frozenset({"RoomEventServlet", "EventRestServlet"})
+
+
+def automatic(route: Request) -> bool:
+    if route.servlet in _AUTOMATIC:
+        return True
+    if route.servlet != "RelationPaginationServlet":
+        return False
+    recurse = route.query.get("recurse", route.query.get("org.matrix.msc3981.recurse"))
+    return recurse in ("true", "1")

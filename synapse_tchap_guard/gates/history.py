@@ -5,7 +5,8 @@ the global `initialSync`, `POST /search`, and reads of rooms the account is not 
 all count (`message_history`), each as many messages as the request may return: its
 `limit`, capped as Synapse caps it (an uncapped `limit` counts whole: a single
 request larger than a window's maximum is refused). Live timelines, through `/sync`
-and `/events`, are ordinary use and never count.
+and `/events`, are ordinary use and never count. What a client fetches on its own
+(`request_check.automatic`) is counted, but never towards a block.
 """
 
 from __future__ import annotations
@@ -37,10 +38,11 @@ class HistoryGate:
         room_id: str | None,
         messages: int,
         route: str,
+        automatic: bool = False,
     ) -> None:
         if not self.active or messages <= 0:
             return
-        charge = Charge(room_id, messages, {"route": route})
+        charge = Charge(room_id, messages, {"route": route}, automatic)
         await self._admission.admit(user_id, request, self._control, charge)
 
     async def search(self, user_id: str, body: Any) -> None:

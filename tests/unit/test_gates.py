@@ -174,6 +174,40 @@ def test_refusals_of_one_room_count_once_and_new_rooms_each(guard: Guard) -> Non
     assert guard.events("block")[0].guard["control"] == "message_history"
 
 
+def test_what_the_client_fetches_on_its_own_is_refused_but_never_blocks(
+    guard: Guard,
+) -> None:
+    """A second device's initial sync: matrix-js-sdk fetches every thread's root and
+    summary by itself, in room after room; past the limit it is refused, never
+    blocked (the June script, reading room after room by `/messages`, is)."""
+    rooms = [guard.synapse.room(f"!t{n}:{SERVER}") for n in range(8)]
+    for room in rooms:
+        guard.synapse.rooms[room][1].add(ALICE)
+    fill = f"/_matrix/client/v3/rooms/{rooms[0]}/messages?limit=50"
+    assert statuses([guard.get(ALICE, fill), guard.get(ALICE, fill)]) == [200, 200]
+
+    def thread_fetches(room: str) -> list[int]:
+        root = "%24root"
+        return statuses(
+            [
+                guard.get(ALICE, f"/_matrix/client/v3/rooms/{room}/event/{root}"),
+                guard.get(
+                    ALICE,
+                    f"/_matrix/client/v1/rooms/{room}/relations/{root}"
+                    "?dir=b&recurse=true&limit=30",
+                ),
+            ]
+        )
+
+    assert [thread_fetches(room) for room in rooms] == [[429, 429]] * len(rooms)
+    assert guard.events("block") == []
+    # The same reads asked by hand, room after room, block at the third room.
+    url = "/_matrix/client/v1/rooms/{}/relations/%24root?dir=b&limit=30"
+    codes = [guard.get(ALICE, url.format(room)).code for room in rooms[:3]]
+    assert codes == [429, 429, 401]
+    assert guard.events("block")[0].guard["control"] == "message_history"
+
+
 # --- people ------------------------------------------------------------------------
 
 
