@@ -1,8 +1,9 @@
 """The guard's tables as a national homeserver holds them: how its costs grow.
 
 `scripts/bench --scale` seeds the guard's tables of a real Synapse directly in SQL, at
-each size: so many accounts, `--lines` counted actions each within the last day (the
-longest window, the most a pruned table holds) plus 1% older ones for pruning to
+each size: so many accounts, `--lines` window buckets of counted downloads each within
+the last day (at most 180: 60 in each of the 1m, 1h and 1d windows, the most a pruned
+table holds for a control of three windows) plus 1% older ones for pruning to
 remove, a block per 20 accounts (a quarter of them in force), and an audit event per
 10 accounts over three months (a tenth past the retention). Then it starts Synapse on
 them and measures, from outside and from the guard's own histogram
@@ -32,20 +33,42 @@ WARM_REQUESTS = 20  # per probe
 RELOADS = 5  # block reloads measured at least (one a second), after pruning
 
 
+_SPANS = (60_000, 3_600_000, DAY_MS)  # media_downloads' windows in the example
+MAX_LINES = 60 * len(_SPANS)  # a window keeps 60 buckets (see `windows`)
+_COUNT_COLUMNS = (
+    "user_id, session, control, span_ms, bucket_ts, node, served, bytes,"
+    " attempts, refusals"
+)
+
+
+def _span(n: str, accounts: int) -> str:
+    """The window of the `n`th row: its account's first 60 in the first window..."""
+    k = f"(({n} - 1) / {accounts})"
+    return (
+        f"CASE WHEN {k} / 60 = 0 THEN {_SPANS[0]} WHEN {k} / 60 = 1 THEN {_SPANS[1]}"
+        f" ELSE {_SPANS[2]} END"
+    )
+
+
+def _bucket(n: str, accounts: int, now: int) -> str:
+    """...and its bucket, the `k % 60`th back from now (1% older than every window)."""
+    k = f"(({n} - 1) / {accounts})"
+    width = f"({_span(n, accounts)} / 60)"
+    old = f"(CASE WHEN {n} % 100 = 0 THEN {DAY_MS + 3_600_000} ELSE 0 END)"
+    return f"(({now} / {width}) - ({k} % 60)) * {width} - {old}"
+
+
 def seed_statements(accounts: int, lines: int, now: int) -> list[tuple[str, int]]:
     """Bulk inserts of the seeded rows, each over the rows `n` of a table `series`
     counting from 1 to the number given with it."""
     user = f"'@seed' || (n % {accounts}) || ':localhost'"
-    spread = DAY_MS - 120_000
     return [
-        # Counted downloads within the day, and 1% older than the longest window.
+        # Counted downloads within the day: `lines` window buckets an account (60
+        # a window, in the 1m, 1h and 1d windows), and 1% older than the longest.
         (
-            "INSERT INTO tchap_guard_attempts"
-            " (user_id, control, ts, decision, bytes, target, node, attempts, served)"
-            f" SELECT {user}, 'media_downloads', {now - 60_000} - ((n * 7919) % {spread})"
-            f" - (CASE WHEN n % 100 = 0 THEN {DAY_MS + 3_600_000} ELSE 0 END),"
-            " 'allow', 4096, 'mxc://localhost/m' || (n % 500), 'main', 1, 1"
-            " FROM series",
+            f"INSERT INTO tchap_guard_counts ({_COUNT_COLUMNS})"
+            f" SELECT {user}, '', 'media_downloads', {_span('n', accounts)},"
+            f" {_bucket('n', accounts, now)}, 'main', 1, 4096, 1, 0 FROM series",
             accounts * lines,
         ),
         (
@@ -80,9 +103,8 @@ def seed(server: Homeserver, accounts: int, lines: int, probes: list[str]) -> fl
     statements = seed_statements(accounts, lines, now)
     probe_rows = [row for probe in probes for row in _probe_rows(probe, lines, now)]
     insert_probe = (
-        "INSERT INTO tchap_guard_attempts (user_id, control, ts, decision,"
-        " bytes, target, node, attempts, served)"
-        " VALUES (?, 'media_downloads', ?, 'allow', 4096, ?, 'main', 1, 1)"
+        f"INSERT INTO tchap_guard_counts ({_COUNT_COLUMNS}) VALUES"
+        " (?, '', 'media_downloads', ?, ?, 'main', 1, 4096, 1, 0)"
     )
     if server.database == "postgres":
         import psycopg2
@@ -116,10 +138,11 @@ def seed(server: Homeserver, accounts: int, lines: int, probes: list[str]) -> fl
 
 
 def _probe_rows(probe: str, lines: int, now: int) -> list[tuple[Any, ...]]:
-    return [
-        (probe, now - 60_000 - (i * 7919) % (DAY_MS - 120_000), f"mxc://localhost/m{i}")
-        for i in range(lines)
-    ]
+    rows = []
+    for k in range(lines):
+        width = _SPANS[k // 60] // 60
+        rows.append((probe, _SPANS[k // 60], (now // width - k % 60) * width))
+    return rows
 
 
 def hook_buckets(server: Homeserver, hook: str) -> dict[float, float]:
@@ -201,7 +224,7 @@ def measure(database: str, accounts: int, lines: int) -> dict[str, Any]:
                 hook_total(server, "db:blocks_changed"), reload_before, strict=True
             )
         )
-        rows = server.sql("SELECT COUNT(*) FROM tchap_guard_attempts")[0][0]
+        rows = server.sql("SELECT COUNT(*) FROM tchap_guard_counts")[0][0]
         return {
             "accounts": accounts,
             "lines": int(rows),
@@ -230,9 +253,13 @@ def _pid(server: Homeserver) -> int:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench --scale")
     parser.add_argument("--sizes", default="1000,10000,100000", help="accounts")
-    parser.add_argument("--lines", type=int, default=100, help="per account")
+    parser.add_argument(
+        "--lines", type=int, default=MAX_LINES, help="buckets per account"
+    )
     parser.add_argument("--databases", default="postgres,sqlite")
     args = parser.parse_args(argv)
+    if not 1 <= args.lines <= MAX_LINES:
+        parser.error(f"--lines: from 1 to {MAX_LINES} (60 buckets in each window)")
     if (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {1})
     columns = (
