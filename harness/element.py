@@ -161,6 +161,32 @@ class Element:
             token = f"&from={quote(body['end'])}"
         return events
 
+    def fetch_thread_summaries(self, room_id: str) -> int:
+        """What matrix-js-sdk fetches on its own for every thread a sync shows
+        (`threadSupport`: src/models/thread.ts `fetchRootEvent` and
+        `fetchEvents`): the root, then its replies newest first. Returns how many
+        threads."""
+        timeline = self.rooms.get(room_id, {}).get("timeline", {}).get("events", [])
+        roots = {
+            event["content"]["m.relates_to"]["event_id"]
+            for event in timeline
+            if event.get("content", {}).get("m.relates_to", {}).get("rel_type")
+            == "m.thread"
+        }
+        roots |= {
+            event["event_id"]
+            for event in timeline
+            if "m.thread" in event.get("unsigned", {}).get("m.relations", {})
+        }
+        room = quote(room_id)
+        for root in sorted(roots):
+            self.get(f"/_matrix/client/v3/rooms/{room}/event/{quote(root)}")
+            self.get(
+                f"/_matrix/client/v1/rooms/{room}/relations/{quote(root)}"
+                "?dir=b&recurse=true&limit=30"
+            )
+        return len(roots)
+
     def open_reply(self, room_id: str, event_id: str) -> None:
         """A reply quotes an event not in memory: its context, without a limit
         (element-web src/components/views/elements/ReplyChain.tsx)."""

@@ -25,7 +25,7 @@ from harness.homeserver import Homeserver, wait_until
 from harness.mail import MailServer
 from harness.replay import owner
 from harness.replay.attacker import Haul, Scraper
-from harness.replay.colleagues import Day, day_at_work
+from harness.replay.colleagues import Day, day_at_work, heavy_reader
 from harness.replay.report import Run, as_json, print_calibration, print_report
 from harness.replay.seed import FIRST_NAMES, SURNAMES, Scale, Seeded, copy_server, seed
 
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                 step_up = owner.attacker_tries_to_step_up(
                     server, seeded.victim.localpart
                 )
-            haul, days = replay(server, seeded, args.retries)
+            haul, days, heavy = replay(server, seeded, args.retries)
             metrics = server.metrics() if guarded else {}
             if mail is not None:
                 saw = owner.after_the_incident(server, mail, seeded.victim.localpart)
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             if mail is not None:
                 mail.close()
         events = [e for e in server.events() if e["event"]["action"] != "started"]
-        runs.append(Run(name, haul, days, events, metrics, step_up, saw))
+        runs.append(Run(name, haul, days, events, metrics, step_up, saw, heavy))
         progress(
             f"  done: the attacker sent {haul.requests} requests in {haul.duration_s:.1f} s"
         )
@@ -207,18 +207,32 @@ def positive(text: str) -> int:
     return value
 
 
-def replay(server: Homeserver, seeded: Seeded, retries: int) -> tuple[Haul, list[Day]]:
-    """The attack and a working day of ordinary users, at the same time."""
+def replay(
+    server: Homeserver, seeded: Seeded, retries: int
+) -> tuple[Haul, list[Day], Day | None]:
+    """The attack, a working day of ordinary users and a heavy reader (the first
+    colleague, when there are two or more), at the same time."""
     # The names a scraper tries, one by one, then every three letters they begin with
     # (the fewest a search needs).
     names = [*SURNAMES, *FIRST_NAMES]
     prefixes = dict.fromkeys(name[:3].lower() for name in names)
     dictionary = [*names, *prefixes]
     scraper = Scraper(server, seeded.victim.localpart, seeded, dictionary, retries)
-    with ThreadPoolExecutor(1 + len(seeded.colleagues)) as pool:
+    colleagues = list(seeded.colleagues)
+    reader = colleagues.pop(0) if len(colleagues) >= 2 else None
+    with ThreadPoolExecutor(2 + len(colleagues)) as pool:
         attack = pool.submit(scraper.run)
         days = [
             pool.submit(day_at_work, server, person, seeded, number)
-            for number, person in enumerate(seeded.colleagues)
+            for number, person in enumerate(colleagues, start=1)
         ]
-        return attack.result(), [day.result() for day in days]
+        heavy = (
+            pool.submit(heavy_reader, server, reader, colleagues[0], seeded, 0)
+            if reader is not None
+            else None
+        )
+        return (
+            attack.result(),
+            [day.result() for day in days],
+            heavy.result() if heavy is not None else None,
+        )

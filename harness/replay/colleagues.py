@@ -3,17 +3,19 @@
 Each opens Element afresh, reads their rooms, looks colleagues up as Element does it
 (every keystroke a search), explores the forums, previews one and joins one or two,
 scrolls back, opens threads and replies, searches messages, and writes. Whatever the
-guard refuses them is a cost of the guard; the goal is none.
+guard refuses them is a cost of the guard; the goal is none. And one heavy reader,
+on two devices, who may be refused but must never be blocked.
 """
 
 from __future__ import annotations
 
 import random
+from urllib.parse import quote
 
 import attr
 
 from harness.element import Element, Usage
-from harness.homeserver import Homeserver
+from harness.homeserver import Account, Homeserver
 from harness.replay.seed import FORUM_TOPICS, Person, Seeded, account_of
 
 
@@ -78,3 +80,57 @@ def day_at_work(server: Homeserver, person: Person, seeded: Seeded, seed: int) -
     for room in rooms[-2:]:
         element.send(room, "Merci, bien reçu.")
     return Day(person.user_id, element.usage)
+
+
+def heavy_reader(
+    server: Homeserver, person: Person, helper: Person, seeded: Seeded, seed: int
+) -> Day:
+    """A communications officer catching up: every room she is in, ten pages of 50
+    back, then a second device logged in within the hour, whose Element syncs and
+    fetches every thread it sees on its own (the threads started that morning by a
+    colleague, `helper`), then opens each room. She may meet `message_history`'s
+    limit; what her client fetched on its own must never block her."""
+    rng = random.Random(seed)
+    rooms = list(seeded.rooms_of[person.user_id])
+    colleague = account_of(server, helper)
+    for room in rooms:
+        _start_thread(colleague, room)
+    first = Element(account_of(server, person), rng)
+    first.log_in_and_sync()
+    for room in rooms:
+        first.scroll_up(room, pages=10)
+    login = server.login(person.localpart)
+    if not login.ok:
+        first.usage.refused.append(f"login: {login.status_code} {login.text[:80]}")
+        return Day(person.user_id, first.usage)
+    body = login.json()
+    device = Account(server, person.user_id, body["access_token"], body["device_id"])
+    second = Element(device, rng)
+    second.usage = first.usage  # one user, two devices: one count
+    second.log_in_and_sync()
+    for room in rooms:
+        second.fetch_thread_summaries(room)
+        second.open_room(room)
+    return Day(person.user_id, first.usage)
+
+
+def _start_thread(author: Account, room: str) -> None:
+    """A message and two replies in its thread."""
+    base = f"/_matrix/client/v3/rooms/{quote(room)}/send/m.room.message"
+    root = author.put(
+        f"{base}/heavy-root", {"msgtype": "m.text", "body": "Point du jour"}
+    )
+    if not root.ok:
+        return
+    for n in range(2):
+        author.put(
+            f"{base}/heavy-reply{n}",
+            {
+                "msgtype": "m.text",
+                "body": "Vu, merci.",
+                "m.relates_to": {
+                    "rel_type": "m.thread",
+                    "event_id": root.json()["event_id"],
+                },
+            },
+        )

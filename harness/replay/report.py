@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,6 +26,15 @@ class Run:
     metrics: dict[str, float]  # the guard's series on Synapse's metrics endpoint
     step_up: StepUpTry | None = None  # the attacker's try with the phished password
     owner: OwnerSaw | None = None  # what the account's owner received
+    heavy: Day | None = None  # the heavy reader on two devices
+
+    def heavy_blocked(self) -> bool:
+        heavy = self.heavy
+        return heavy is not None and any(
+            event["event"]["action"] == "block"
+            and event.get("user", {}).get("id") == heavy.user_id
+            for event in self.events
+        )
 
     @property
     def ordinary_requests(self) -> int:
@@ -117,6 +127,12 @@ ROOM_ROUTES = ("joined", "joined through the space", "read without joining")
 PEOPLE_ROUTES = ("directory", "member lists", "message authors", "profiles")
 MESSAGE_ROUTES = ("history (/messages)", "around events (/context)", "full-text search")
 
+HEAVY_ROWS: list[Row] = [
+    ("requests sent", lambda r: str(r.heavy.requests if r.heavy else "-")),
+    ("requests refused", lambda r: str(len(r.heavy.refused) if r.heavy else "-")),
+    ("blocked", lambda r: "yes" if r.heavy_blocked() else "no"),
+]
+
 ORDINARY_ROWS: list[Row] = [
     ("requests sent", lambda r: str(r.ordinary_requests)),
     ("requests refused", lambda r: str(len(r.ordinary_refusals))),
@@ -138,12 +154,22 @@ def print_report(seeded: Seeded, runs: Sequence[Run]) -> None:
         f"The hijacked account ({seeded.victim.user_id})", attacker_rows(seeded), runs
     )
     print_table(
-        f"Ordinary users ({len(seeded.colleagues)} on Element, working at the same time)",
+        f"Ordinary users ({len(guarded.days)} on Element, working at the same time)",
         ORDINARY_ROWS,
         runs,
     )
     for refusal in guarded.ordinary_refusals:
         print(f"    refused with the guard: {refusal}")
+    if guarded.heavy is not None:
+        print_table(
+            "A heavy reader (every room, ten pages back, then a second device whose"
+            " Element fetches every thread on its own)",
+            HEAVY_ROWS,
+            runs,
+        )
+        refused = collections.Counter(guarded.heavy.refused)
+        for refusal, count in refused.most_common():
+            print(f"    refused with the guard: {count} x {refusal}")
 
     print("\nWhat the hijacked account was told, with the guard:")
     for what, count in guarded.haul.refusals.most_common():
@@ -202,6 +228,17 @@ def as_json(scale: Scale, seeded: Seeded, runs: Sequence[Run]) -> dict[str, Any]
                 result.step_up.as_json() if result.step_up else None
             ),
             "owner_received": result.owner.as_json() if result.owner else None,
+            "heavy_reader": (
+                {
+                    "user_id": result.heavy.user_id,
+                    "requests": result.heavy.requests,
+                    "refused": len(result.heavy.refused),
+                    "refusals": result.heavy.refused,
+                    "blocked": result.heavy_blocked(),
+                }
+                if result.heavy
+                else None
+            ),
         }
 
     return {

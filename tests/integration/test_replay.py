@@ -16,7 +16,7 @@ SMALL = {
     "messages": 300,
     "media": 160,  # more than the 120 downloads a minute
     "private-rooms": 4,
-    "ordinary-users": 6,
+    "ordinary-users": 7,  # the first of them, the heavy reader
     # A script that keeps asking after being told: at this size, what it asks again
     # (the same few rooms) reaches the join threshold only after a few more passes.
     "retries": 8,
@@ -64,6 +64,9 @@ def test_the_attacker_is_held_by_every_route_while_element_users_never_notice(
         assert ordinary["requests"] > 6 * 200
         assert ordinary["refusals"] == []
         assert ordinary["blocked"] == 0
+        # The heavy reader on two devices: refused perhaps, blocked never.
+        heavy = run["heavy_reader"]
+        assert heavy["requests"] > 50 and not heavy["blocked"], heavy
 
     actions = [event["event"]["action"] for event in with_["siem_events"]]
     assert {"deny", "block", "login_refused"} <= set(actions)
