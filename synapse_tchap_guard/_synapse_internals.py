@@ -55,21 +55,41 @@ T = TypeVar("T")
 # The Synapse versions this module is tested against (the oldest and the newest, by
 # scripts/test); setup.cfg's test extra names the same range.
 SUPPORTED_SYNAPSE = SpecifierSet(">=1.142.0,<1.164")
+_OLDEST = "1.142.0"
 
 
 class UnsupportedSynapse(RuntimeError):
     """Raised at start-up when this Synapse lacks something the guard relies on."""
 
 
-def check_internals(api: ModuleApi) -> None:
-    """Fail loudly, at start-up, if this Synapse is not one the guard can run on."""
-    # Not synapse.__version__, which carries git details when run from a checkout.
-    version = Version(importlib.metadata.version("matrix-synapse"))
-    if version not in SUPPORTED_SYNAPSE:
+def check_version(version: Version) -> str | None:
+    """Refuse a Synapse older than the supported range; a newer one runs (Synapse
+    ships every two weeks, and a homeserver must not stay down, or unpatched, until
+    the guard catches up) with the warning returned, once `check_internals` found
+    every internal the guard uses."""
+    if version < Version(_OLDEST):
         raise UnsupportedSynapse(
-            f"synapse_tchap_guard supports Synapse {SUPPORTED_SYNAPSE}, "
-            f"this is {version}: install a release of the module made for it"
+            f"synapse_tchap_guard supports Synapse {SUPPORTED_SYNAPSE}, this is"
+            f" {version}: upgrade Synapse, or install an older release of the module"
         )
+    if version in SUPPORTED_SYNAPSE:
+        return None
+    return (
+        f"Synapse {version} is newer than the releases this module was tested with"
+        f" ({SUPPORTED_SYNAPSE}); every internal it uses is present, so it runs:"
+        " install a release of the module tested with it when there is one"
+    )
+
+
+def synapse_version() -> Version:
+    # Not synapse.__version__, which carries git details when run from a checkout.
+    return Version(importlib.metadata.version("matrix-synapse"))
+
+
+def check_internals(api: ModuleApi) -> str | None:
+    """Fail loudly, at start-up, if this Synapse is not one the guard can run on
+    (naming what is missing); returns a warning for a Synapse newer than tested."""
+    warning = check_version(synapse_version())
     lookups: dict[str, Callable[[], Any]] = {
         "ModuleApi._device_handler.delete_devices": lambda: (
             api._device_handler.delete_devices
@@ -145,6 +165,7 @@ def check_internals(api: ModuleApi) -> None:
             "synapse_tchap_guard cannot find these Synapse internals: "
             + ", ".join(missing)
         )
+    return warning
 
 
 def _exists(lookup: Callable[[], Any]) -> bool:

@@ -48,6 +48,12 @@ DATABASE_ERRORS = Counter(
     "Requests the guard could not judge because its tables did not answer",
     [_LABEL, "control", "decision"],
 )
+SYNAPSE = Gauge(
+    "synapse_tchap_guard_synapse_info",
+    "The Synapse the guard runs on: 1, with its version and whether this release of"
+    " the guard was tested with it (alert on tested=\"false\")",
+    [_LABEL, "version", "tested"],
+)
 BLOCKED_ACCOUNTS = Gauge(
     "synapse_tchap_guard_blocked_accounts",
     "Accounts blocked right now, as this process knows them",

@@ -43,7 +43,7 @@ from synapse_tchap_guard.gates.media import MediaGate
 from synapse_tchap_guard.gates.people import PeopleGate
 from synapse_tchap_guard.gates.rooms import RoomsGate
 from synapse_tchap_guard.mail import Mailer
-from synapse_tchap_guard.metrics import GuardMetrics
+from synapse_tchap_guard.metrics import SYNAPSE, GuardMetrics
 from synapse_tchap_guard.notices import OwnerNotices
 from synapse_tchap_guard.readiness import Readiness
 from synapse_tchap_guard.request_check import RequestCheck
@@ -76,7 +76,11 @@ class TchapGuard:
     ) -> None:
         """Synapse passes `config` and `api`; tests may give a fake clock, and the
         database to run on (`tests/unit/guard.py`)."""
-        internals.check_internals(api)
+        self._version_warning = internals.check_internals(api)
+        version = str(internals.synapse_version())
+        SYNAPSE.labels(
+            api.server_name, version, str(self._version_warning is None).lower()
+        ).set(1)
         if internals.auth_delegated(api):
             raise ConfigError(
                 "synapse_tchap_guard needs Synapse to authenticate requests itself, and"
@@ -237,7 +241,8 @@ class TchapGuard:
             return
         self._blocking.loaded.set_ready()
         warnings = await self._exposure_warnings()
-        for warning in self._step_up_warnings() + self._notice_warnings():
+        version = [self._version_warning] if self._version_warning else []
+        for warning in version + self._step_up_warnings() + self._notice_warnings():
             logger.warning("tchap_guard: %s", warning)
             warnings.append(warning)
         api.looping_background_call(
@@ -271,6 +276,7 @@ class TchapGuard:
                     "warnings": warnings,
                     "version": __version__,
                     "synapse_version": importlib.metadata.version("matrix-synapse"),
+                    "synapse_tested": self._version_warning is None,
                     "config": describe(self._config),
                 },
             )

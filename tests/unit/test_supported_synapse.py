@@ -6,16 +6,22 @@ from __future__ import annotations
 import configparser
 import importlib.metadata
 from pathlib import Path
+from typing import Any
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.version import Version
+from prometheus_client import REGISTRY
 
 from synapse_tchap_guard import _synapse_internals as internals
 from synapse_tchap_guard._synapse_internals import (
     SUPPORTED_SYNAPSE,
     UnsupportedSynapse,
     check_internals,
+    check_version,
 )
+from synapse_tchap_guard.audit import AuditLog
+from tests.unit.guard import SERVER, Guard
 
 SETUP_CFG = Path(__file__).resolve().parents[2] / "setup.cfg"
 
@@ -63,9 +69,10 @@ def test_a_synapse_without_an_internal_the_guard_needs_is_refused_by_name() -> N
 def test_an_unsupported_synapse_version_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(importlib.metadata, "version", lambda name: "1.170.0")
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "1.100.0")
     with pytest.raises(
-        UnsupportedSynapse, match=r"supports Synapse .*this is 1\.170\.0"
+        UnsupportedSynapse,
+        match=r"supports Synapse .*this is 1\.100\.0: upgrade Synapse",
     ):
         check_internals(object())  # type: ignore[arg-type]
 
@@ -81,3 +88,37 @@ def test_a_transaction_without_its_cursor_is_refused_by_name(
     monkeypatch.setattr(internals, "LoggingTransaction", BareTransaction)
     with pytest.raises(UnsupportedSynapse, match=r"LoggingTransaction\.txn"):
         check_internals(object())  # type: ignore[arg-type]
+
+
+def test_an_older_synapse_is_refused_and_a_newer_one_runs_with_a_warning() -> None:
+    with pytest.raises(UnsupportedSynapse, match=r"this is 1\.141\.0: upgrade Synapse"):
+        check_version(Version("1.141.0"))
+    assert check_version(Version("1.142.0")) is None
+    assert check_version(Version("1.163.2")) is None
+    warning = check_version(Version("1.164.0"))
+    assert warning is not None
+    assert (
+        "Synapse 1.164.0 is newer than the releases this module was tested" in warning
+    )
+
+
+def test_a_newer_synapse_with_every_internal_starts_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A release of Synapse after the tested range: the guard starts on it, and the
+    log, the `started` event and the metrics say it is untested."""
+    monkeypatch.setattr(internals, "synapse_version", lambda: Version("1.164.0"))
+    started: list[Any] = []
+    monkeypatch.setattr(
+        AuditLog, "emit", lambda self, event: started.append(event), raising=True
+    )
+    Guard({})
+    (event,) = [e for e in started if e.action == "started"]
+    assert event.guard["synapse_tested"] is False
+    assert any("1.164.0 is newer" in warning for warning in event.guard["warnings"])
+    assert "Synapse 1.164.0 is newer than the releases" in caplog.text
+    sample = REGISTRY.get_sample_value(
+        "synapse_tchap_guard_synapse_info",
+        {"server_name": SERVER, "version": "1.164.0", "tested": "false"},
+    )
+    assert sample == 1
