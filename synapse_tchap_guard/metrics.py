@@ -51,7 +51,7 @@ DATABASE_ERRORS = Counter(
 SYNAPSE = Gauge(
     "synapse_tchap_guard_synapse_info",
     "The Synapse the guard runs on: 1, with its version and whether this release of"
-    " the guard was tested with it (alert on tested=\"false\")",
+    ' the guard was tested with it (alert on tested="false")',
     [_LABEL, "version", "tested"],
 )
 BLOCKED_ACCOUNTS = Gauge(

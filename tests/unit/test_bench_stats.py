@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from harness.profile import shares
+from harness.bench.profile import shares
 from harness.stats import histogram_quantile, percentile, ratio_interval
 
 

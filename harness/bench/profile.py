@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from harness.bench import UNLIMITED_GUARD, drive
+from harness.bench.common import UNLIMITED_GUARD, drive
 from harness.homeserver import Homeserver, png
 
 KINDS = ("whoami", "download", "thumbnail", "join", "profile")

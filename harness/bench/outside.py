@@ -26,7 +26,6 @@ import itertools
 import json
 import os
 import signal
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -36,42 +35,17 @@ from urllib.parse import quote
 
 import attr
 
+from harness.bench.common import (
+    CLIENT_CPUS,
+    SERVER_CPUS,
+    UNLIMITED_GUARD,
+    cpu_ns,
+    drive,
+    rss_mb,
+)
 from harness.homeserver import Account, Homeserver, png, postgres_available
 from harness.stats import histogram_quantile, percentile, ratio_interval
 
-BIG = 10**9
-# High enough that nothing is refused, so all servers do the same work (no block
-# threshold: one above limits this high could never be reached, and the config
-# refuses it). The windows are the example's: a day's counts are kept.
-UNLIMITED_GUARD: dict[str, Any] = {
-    "public_room_joins": {
-        "limits": [{"window": "1h", "max": BIG}, {"window": "1d", "max": BIG}],
-        "block_at": None,
-    },
-    "media_downloads": {
-        "limits": [
-            {"window": "1m", "max": BIG},
-            {"window": "1h", "max": BIG, "max_bytes": "1T"},
-            {"window": "1d", "max": BIG, "max_bytes": "1T"},
-        ],
-        "block_at": None,
-    },
-    "small_thumbnails": {
-        "max_size": 400,
-        "limits": [{"window": "1m", "max": BIG}, {"window": "1d", "max": BIG}],
-        "block_at": None,
-    },
-    "directory": {
-        "free": {"window": "1d", "max_profiles": BIG},
-        "after_step_up": {"window": "1d", "max_profiles": BIG},
-        "block_at": None,
-    },
-}
-
-# Synapse serves from one thread (the GIL): the servers share a core, the client has
-# the other; neither steals the other's time.
-SERVER_CPUS = {0}
-CLIENT_CPUS = {1}
 # A thawed server first runs the timers it missed while frozen: not this batch's work.
 SETTLE_S = 0.1
 KINDS = ("whoami", "download", "thumbnail", "join", "profile")
@@ -84,94 +58,6 @@ TARGET_RATIO = 0.98
 TARGET_P99_RATIO = 1.10
 TARGET_OWN_P99_US = {"whoami": 50.0, "download": 200.0}
 CONTROL_TOLERANCE = 0.01
-
-Request = tuple[str, str, str]  # method, path, token
-
-
-class Client:
-    """Just enough HTTP/1.1 over one keep-alive connection to measure a server."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def connect(cls, port: int) -> Client:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        return cls(reader, writer)
-
-    async def send(self, method: str, path: str, token: str) -> int:
-        body = b"{}" if method == "POST" else b""
-        self.writer.write(
-            f"{method} {path} HTTP/1.1\r\nHost: localhost\r\n"
-            f"Authorization: Bearer {token}\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
-        status = int((await self.reader.readline()).split()[1])
-        length, chunked = 0, False
-        while (line := await self.reader.readline()) not in (b"\r\n", b""):
-            name, _, value = line.decode("latin-1").partition(":")
-            name, value = name.strip().lower(), value.strip().lower()
-            if name == "content-length":
-                length = int(value)
-            elif name == "transfer-encoding":
-                chunked = value == "chunked"
-        if not chunked:
-            await self.reader.readexactly(length)
-            return status
-        # Synapse streams JSON bodies in chunks.
-        while size := int((await self.reader.readline()).split(b";")[0], 16):
-            await self.reader.readexactly(size + 2)
-        await self.reader.readline()
-        return status
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-async def drive(
-    port: int, requests: list[Request], concurrency: int
-) -> tuple[float, list[float], dict[int, int]]:
-    """Send the requests over `concurrency` connections: seconds taken, each
-    request's latency, status counts."""
-    queue = iter(requests)
-    statuses: dict[int, int] = {}
-    latencies: list[float] = []
-
-    async def one_connection() -> None:
-        client = await Client.connect(port)
-        try:
-            for method, path, token in queue:
-                started = time.perf_counter()
-                status = await client.send(method, path, token)
-                latencies.append(time.perf_counter() - started)
-                statuses[status] = statuses.get(status, 0) + 1
-        finally:
-            client.close()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(one_connection() for _ in range(concurrency)))
-    return time.perf_counter() - started, latencies, statuses
-
-
-def cpu_ns(pid: int) -> int:
-    """CPU time of a process, every thread, in nanoseconds (the scheduler's own
-    accounting: far finer than /proc's clock ticks)."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            total += int((task / "schedstat").read_text().split()[0])
-        except FileNotFoundError:  # a thread that ended meanwhile
-            continue
-    return total
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 @attr.define
@@ -480,7 +366,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="scripts/bench outside", description=__doc__)
     parser.add_argument("--requests", type=int, default=300, help="per batch")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=8)
@@ -494,29 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="6 rounds of 150 requests, 50 accounts"
     )
-    parser.add_argument(
-        "--scale",
-        action="store_true",
-        help="the guard's tables at 1k, 10k and 100k accounts (see harness.scale)",
-    )
-    parser.add_argument(
-        "--profile",
-        type=float,
-        metavar="SECONDS",
-        help="instead: the guard's share of a guarded Synapse's CPU, from a sampling"
-        " profile of SECONDS per request kind (see harness.profile)",
-    )
-    args, rest = parser.parse_known_args(argv)
-    if args.profile:
-        from harness.profile import main as profile
-
-        return profile(args.profile, args.databases.split(","))
-    if args.scale:
-        from harness.scale import main as scale
-
-        return scale(rest)
-    if rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.requests, args.accounts, args.cold = 6, 150, 50, 50
     if (os.cpu_count() or 1) >= 2:
@@ -539,7 +403,3 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

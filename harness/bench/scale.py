@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.bench import SERVER_CPUS, UNLIMITED_GUARD, rss_mb
+from harness.bench.common import SERVER_CPUS, UNLIMITED_GUARD, rss_mb
 from harness.homeserver import POSTGRES, Homeserver, postgres_available, wait_until
 from harness.stats import histogram_quantile
 
@@ -251,7 +251,7 @@ def _pid(server: Homeserver) -> int:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/bench --scale")
+    parser = argparse.ArgumentParser(prog="scripts/bench scale")
     parser.add_argument("--sizes", default="1000,10000,100000", help="accounts")
     parser.add_argument(
         "--lines", type=int, default=MAX_LINES, help="buckets per account"
