@@ -55,7 +55,8 @@ from synapse_tchap_guard.store import GuardStore
 from synapse_tchap_guard.store.database import Database
 from synapse_tchap_guard.store.lanes import Lanes
 
-__version__ = "0.1.0"
+# The one place the version is written (setup.cfg reads it); see docs/releasing.md.
+__version__ = "0.2.0"
 __all__ = ["TchapGuard"]
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-PAGES = sorted([REPO / "README.md", *REPO.glob("docs/*.md")])
+PAGES = sorted([REPO / "README.md", REPO / "CHANGELOG.md", *REPO.glob("docs/*.md")])
 _LINK = re.compile(r"\]\(([^)\s]+)\)")
 _FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 
