@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+# The one place the version is written (setup.cfg reads it); see docs/releasing.md.
+__version__ = "0.2.0"
 __all__ = ["TchapGuard"]
 
 if TYPE_CHECKING:

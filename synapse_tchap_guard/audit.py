@@ -37,7 +37,7 @@ class Kind:
     type: tuple[str, ...]
 
 
-# The catalogue of actions (event.action), documented in the README.
+# The catalogue of actions (event.action), documented in docs/siem.md.
 ACTIONS: Mapping[str, Kind] = {
     "started": Kind("success", ("process",), ("start",)),
     "deny": Kind("failure", ("web",), ("denied",)),

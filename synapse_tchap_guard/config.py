@@ -47,7 +47,7 @@ MIN_WINDOW_MS = SECOND_MS
 # Above these, a maximum is surely a typo (and would overflow nothing, but mean nothing).
 MAX_COUNT = 10**9
 MAX_BYTES = 1024**5  # 1024T
-# More requests a second than one Synapse process serves (see the README's Speed):
+# More requests a second than one Synapse process serves (see docs/speed.md):
 # a block threshold that needs more can never be reached.
 MAX_REACHABLE_PER_SECOND = 1000
 DEFAULT_THUMBNAIL_SIZE = 400

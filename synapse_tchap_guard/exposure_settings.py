@@ -55,7 +55,7 @@ def warnings(settings: ExposureSettings) -> list[str]:
             " /_matrix/client/v1/room_summary/... and"
             " /_matrix/client/unstable/im.nheko.summary/...: a public room's name,"
             " topic and size. Refuse requests to them without an Authorization header"
-            " at the reverse proxy if that matters (see the README)."
+            " at the reverse proxy if that matters (see the guard's docs/operations.md)."
         )
     if not settings.authenticated_media:
         found.append(
@@ -68,6 +68,7 @@ def warnings(settings: ExposureSettings) -> list[str]:
             f"{settings.unauthenticated_media_files} media files predate authenticated"
             " media and are still served without an account on"
             " /_matrix/media/v3/download and /thumbnail, where the guard cannot count"
-            " downloads: refuse those paths at the reverse proxy (see the README)."
+            " downloads: refuse those paths at the reverse proxy (see the guard's"
+            " docs/operations.md)."
         )
     return found

@@ -13,7 +13,8 @@ full picture instead.
 Only the client media API carries an account (`/_matrix/client/v1/media/download`
 and `.../thumbnail`, local and remote media alike). Federation requests (another
 server fetching our media) never pass through here, and neither do the legacy
-unauthenticated `/_matrix/media/v3/...` endpoints (see the README).
+unauthenticated `/_matrix/media/v3/...` endpoints (see docs/configuration.md,
+"Which downloads count").
 """
 
 from __future__ import annotations

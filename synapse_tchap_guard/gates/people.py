@@ -1,6 +1,7 @@
 """People: one budget of people an account may discover, whatever the route.
 
-What counts (`directory` control), and why (see the README):
+What counts (`directory` control), and why (see docs/configuration.md, "Which
+people count"):
 - user directory search results: each distinct person shown. A search is never
   refused: it shows the people already discovered, and new ones only from a few
   characters typed, a few at a time, within the budget; the SIEM hears of what it

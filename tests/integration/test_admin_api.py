@@ -309,6 +309,27 @@ def test_bad_past_blocks_queries_are_400s(
     assert len(response.json()["error"]) < 300
 
 
+def test_listing_the_blocks_is_itself_an_audit_event(server: Homeserver) -> None:
+    # An admin of its own, so that its events are this test's alone.
+    admin = server.register(admin=True)
+    assert admin.get(f"{ADMIN_API}/blocks?limit=5").status_code == 200
+
+    (viewed,) = wait_until(lambda: server.events_about(admin.user_id, "admin_view"))
+    assert viewed["user"] == {"id": admin.user_id}  # no account is the target
+    assert viewed["tchap_guard"]["endpoint"] == "blocks"
+    assert viewed["message"] == f"{admin.user_id} viewed the blocks in force"
+    assert viewed["url"]["path"].endswith("/blocks")
+    # Kept in the audit trail too, under no account.
+    stored = server.sql(
+        "SELECT user_id, document FROM tchap_guard_events WHERE action = 'admin_view'"
+    )
+    mine = [user_id for user_id, document in stored if admin.user_id in document]
+    assert mine == [None]
+    # A call refused with a 4xx is not an event.
+    assert admin.get(f"{ADMIN_API}/blocks?limit=0").status_code == 400
+    assert len(server.events_about(admin.user_id, "admin_view")) == 1
+
+
 @pytest.mark.parametrize(
     "query",
     [

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import attr
 import pytest
 import yaml
 from synapse.module_api.errors import ConfigError
@@ -23,6 +24,7 @@ from synapse_tchap_guard.config import (
     parse_size,
 )
 from synapse_tchap_guard.controls import (
+    CONTROLS,
     DIRECTORY,
     FAILED_STEP_UPS,
     MEDIA_DOWNLOADS,
@@ -622,8 +624,22 @@ def test_thresholds_above_what_the_limits_serve_are_accepted() -> None:
     assert config.quota("public_room_joins").block_at == Threshold(DAY_MS, 241)
 
 
-def test_the_readme_shows_the_defaults_as_they_are() -> None:
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
-    block = readme.split("```yaml\nmodules:", 1)[1].split("```", 1)[0]
-    shown = yaml.safe_load("modules:" + block)["modules"][0]["config"]
+def shown_config(document: str) -> Any:
+    """The module's `config:` in the first `modules:` block of a document."""
+    text = (Path(__file__).parents[2] / document).read_text()
+    block = text.split("```yaml\nmodules:", 1)[1].split("```", 1)[0]
+    return yaml.safe_load("modules:" + block)["modules"][0]["config"]
+
+
+def test_the_configuration_reference_shows_the_defaults_as_they_are() -> None:
+    shown = shown_config("docs/configuration.md")
     assert parse_config(shown) == parse_config({})
+    # Every control's section is shown, so a new one is not left out.
+    for spec in CONTROLS:
+        if spec.section is not None:
+            assert spec.section in shown, spec.section
+
+
+def test_the_readme_minimal_config_is_the_defaults_in_monitor_mode() -> None:
+    config = parse_config(shown_config("README.md"))
+    assert config == attr.evolve(parse_config({}), mode=Mode.MONITOR)

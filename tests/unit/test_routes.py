@@ -70,7 +70,7 @@ ELSEWHERE = {
     "DelayedEventsServlet": "the account's own scheduled events",
     "DehydratedDeviceEventsServlet": "the account's own device's messages",
     "ThirdPartyUserServlet": "users of bridged networks, from application services",
-    "UsernameAvailabilityRestServlet": "asked without an account: see the README",
+    "UsernameAvailabilityRestServlet": "asked without an account: see docs/operations.md",
 }
 
 # Names that say a servlet returns people, messages or rooms: each must be placed.
