@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
+import synapse_tchap_guard
 from synapse_tchap_guard import admin_cli
 from synapse_tchap_guard.admin_cli import (
     API_PREFIX,
@@ -677,6 +678,5 @@ def test_the_module_runs_as_a_program_where_synapse_cannot_be_imported() -> None
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
     )
-    assert (done.returncode, done.stdout.strip()) == (0, "tchap-guard-admin 0.1.0"), (
-        done.stderr
-    )
+    expected = f"tchap-guard-admin {synapse_tchap_guard.__version__}"
+    assert (done.returncode, done.stdout.strip()) == (0, expected), done.stderr
